@@ -1,0 +1,132 @@
+"""The composition root: the only place that builds long-lived objects and wires them together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from fastapi import FastAPI
+
+from ferryman import __version__
+from ferryman.config import Settings
+from ferryman.protocols.http_errors import install_error_handlers
+from ferryman.protocols.management import ManagementApi
+from ferryman.protocols.openapi import install_v2_openapi
+from ferryman.protocols.request_id import RequestIdMiddleware
+from ferryman.protocols.v2_rest import V2Routes
+from ferryman.registry.artifacts import ArtifactStore
+from ferryman.registry.intake import ModelIntake
+from ferryman.registry.repository import ModelRepository
+from ferryman.registry.service import RegistryService
+from ferryman.registry.store import create_registry_engine, upgrade_to_head
+from ferryman.serving.catalog import Catalog
+from ferryman.serving.handler import InferenceHandler
+from ferryman.serving.manager import ModelManager
+from ferryman.serving.sync import CatalogSync
+
+__all__ = ["Components", "build_components", "create_app"]
+
+logger = logging.getLogger(__name__)
+
+#: Cap on unpacked folder artifacts (custom models), so a hostile tar cannot fill the disk.
+_MAX_UNPACKED_BYTES = 16 * 1024**3
+
+
+@dataclass(slots=True)
+class Components:
+    """Every long-lived object of one server process."""
+
+    settings: Settings
+    registry: RegistryService
+    artifacts: ArtifactStore
+    intake: ModelIntake
+    catalog: Catalog
+    manager: ModelManager
+    handler: InferenceHandler
+    sync: CatalogSync
+    inference_pool: ThreadPoolExecutor
+    io_pool: ThreadPoolExecutor
+
+
+def build_components(settings: Settings) -> Components:
+    """Open the registry (creating it on first use) and build the engine around it."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    engine = create_registry_engine(settings.resolved_database_url)
+    upgrade_to_head(engine)
+    artifacts = ArtifactStore(settings.resolved_artifacts_dir)
+    swept = artifacts.sweep_staging()
+    if swept:
+        logger.info("removed %d leftover staged uploads", swept)
+    registry = RegistryService(engine, artifacts)
+    repository = ModelRepository(list(settings.repositories)) if settings.repositories else None
+    catalog = Catalog(registry, repository)
+    inference_pool = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="ferryman-infer")
+    io_pool = ThreadPoolExecutor(4, thread_name_prefix="ferryman-io")
+    manager = ModelManager(catalog, artifacts, io_pool, threads=None)
+    return Components(
+        settings=settings,
+        registry=registry,
+        artifacts=artifacts,
+        intake=ModelIntake(registry, artifacts, _MAX_UNPACKED_BYTES),
+        catalog=catalog,
+        manager=manager,
+        handler=InferenceHandler(manager, inference_pool),
+        sync=CatalogSync(catalog, manager, io_pool),
+        inference_pool=inference_pool,
+        io_pool=io_pool,
+    )
+
+
+def create_app(components: Components) -> FastAPI:
+    """The ASGI app: V2 REST + management API + OpenAPI docs, with a lifespan that loads models."""
+    settings = components.settings
+    v2 = V2Routes(components.handler, components.manager, settings.max_request_bytes)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await asyncio.get_running_loop().run_in_executor(components.io_pool, components.catalog.refresh)
+        startup = asyncio.create_task(_load_defaults(components, v2))
+        poller = asyncio.create_task(components.sync.poll_forever(settings.repository_poll_seconds))
+        try:
+            yield
+        finally:
+            poller.cancel()
+            startup.cancel()
+            await components.manager.close()
+            components.inference_pool.shutdown(wait=False, cancel_futures=True)
+            components.io_pool.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(
+        title="Ferryman",
+        version=__version__,
+        description="Open Inference Protocol (V2) model server with a versioned registry.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.router.routes.extend(v2.routes())
+    management = ManagementApi(
+        components.registry,
+        components.intake,
+        components.artifacts,
+        components.manager,
+        components.sync,
+        components.io_pool,
+        settings.max_upload_bytes,
+    )
+    app.include_router(management.router())
+    install_v2_openapi(app)
+    app.add_middleware(RequestIdMiddleware)
+    return app
+
+
+async def _load_defaults(components: Components, v2: V2Routes) -> None:
+    try:
+        if components.settings.load_on_startup:
+            await components.manager.reconcile()
+    finally:
+        v2.ready = True
+        logger.info("ready: %s", ", ".join(f"{lv.model}:{lv.version}" for lv in components.manager.loaded_versions()) or "no models loaded")

@@ -1,0 +1,1 @@
+"""The ``ferryman`` command-line interface (entry point: :func:`ferryman.cli.main.main`)."""

@@ -1,0 +1,236 @@
+"""Registry tables (SQLAlchemy Core), the engine factory and programmatic Alembic upgrades.
+
+The same schema runs on SQLite (embedded default) and PostgreSQL. Writes go through
+:func:`write_transaction`, which takes the registry's write lock first (``BEGIN IMMEDIATE`` on
+SQLite, the ``registry_state`` row lock on PostgreSQL) and bumps ``registry_state.revision`` so
+other processes can poll one integer to learn that something changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Dialect,
+    Engine,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.types import DateTime, TypeDecorator
+
+__all__ = [
+    "MIGRATIONS_DIR",
+    "UTCDateTime",
+    "alias_history",
+    "aliases",
+    "create_registry_engine",
+    "metadata",
+    "models",
+    "registry_state",
+    "upgrade_to_head",
+    "versions",
+    "write_transaction",
+]
+
+#: Folder holding ``env.py`` and ``versions/`` of the registry's Alembic migrations.
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+# Execution option that makes the SQLite "begin" hook take the write lock up front.
+_WRITE_OPTION = "ferryman_write"
+# Arbitrary constant naming the PostgreSQL advisory lock that serialises schema upgrades.
+_UPGRADE_LOCK_ID = 0x66657279
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored in UTC and always read back timezone-aware (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Convert to UTC; SQLite stores it naive."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("registry timestamps must be timezone-aware")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Attach UTC to naive values read from SQLite."""
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+    }
+)
+
+models = Table(
+    "models",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("description", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    # Highest version number ever given out, so a deleted number is never reused.
+    Column("last_version", Integer, nullable=False, server_default=text("0")),
+)
+
+versions = Table(
+    "versions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model_id", Integer, ForeignKey("models.id"), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("framework", String(64), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("filename", String(255), nullable=False),
+    Column("signature", Text, nullable=False),
+    Column("runtime_config", Text, nullable=False),
+    Column("description", Text, nullable=False),
+    Column("created_by", String(255), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("model_id", "number"),
+    Index(None, "model_id", "sha256"),
+)
+
+aliases = Table(
+    "aliases",
+    metadata,
+    Column("model_id", Integer, ForeignKey("models.id"), primary_key=True),
+    Column("name", String(64), primary_key=True),
+    Column("version_number", Integer, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("updated_by", String(255), nullable=False),
+)
+
+alias_history = Table(
+    "alias_history",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model_id", Integer, ForeignKey("models.id"), nullable=False),
+    Column("alias", String(64), nullable=False),
+    Column("from_version", Integer, nullable=True),
+    Column("to_version", Integer, nullable=True),
+    Column("changed_by", String(255), nullable=False),
+    Column("changed_at", UTCDateTime, nullable=False),
+    Index(None, "model_id", "alias"),
+)
+
+registry_state = Table(
+    "registry_state",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("revision", Integer, nullable=False),
+)
+
+
+def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy emit BEGIN itself (see _begin_sqlite); sqlite3's legacy mode would not
+    # open a transaction for SELECTs or DDL.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        for pragma in (
+            "journal_mode=WAL",
+            "foreign_keys=ON",
+            "busy_timeout=5000",
+            "synchronous=NORMAL",
+        ):
+            cursor.execute(f"PRAGMA {pragma}")
+    finally:
+        cursor.close()
+
+
+def _begin_sqlite(conn: Connection) -> None:
+    # A deferred write transaction that read first fails at once with "database is locked" when
+    # another writer got in between, without waiting on busy_timeout; taking the lock at BEGIN
+    # makes concurrent writers queue instead.
+    immediate = conn.get_execution_options().get(_WRITE_OPTION, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def create_registry_engine(url: str) -> Engine:
+    """Create the registry's engine; for SQLite, create the folder and configure the pragmas."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(parsed, pool_pre_ping=True)
+    database = parsed.database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(parsed)
+    event.listen(engine, "connect", _set_sqlite_pragmas)
+    event.listen(engine, "begin", _begin_sqlite)
+    return engine
+
+
+@contextmanager
+def write_transaction(engine: Engine, *, bump_revision: bool = True) -> Iterator[Connection]:
+    """Open a transaction holding the registry's write lock; commit on success.
+
+    With ``bump_revision`` the revision is incremented first (that UPDATE is the lock on
+    PostgreSQL); without it the state row is only locked, for housekeeping that changes no
+    registry content (such as deciding whether a blob is still referenced).
+    """
+    with engine.connect() as conn:
+        conn.execution_options(**{_WRITE_OPTION: True})
+        with conn.begin():
+            if bump_revision:
+                conn.execute(update(registry_state).values(revision=registry_state.c.revision + 1))
+            else:
+                conn.execute(select(registry_state.c.revision).with_for_update())
+            yield conn
+
+
+def _alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return config
+
+
+def upgrade_to_head(engine: Engine) -> None:
+    """Apply any pending Alembic migrations; returns quickly when the schema is current."""
+    config = _alembic_config()
+    heads = set(ScriptDirectory.from_config(config).get_heads())
+    with engine.connect() as conn:
+        if set(MigrationContext.configure(conn).get_current_heads()) == heads:
+            return
+    with engine.connect() as conn:
+        conn.execution_options(**{_WRITE_OPTION: True})
+        with conn.begin():
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _UPGRADE_LOCK_ID})
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")

@@ -1,0 +1,134 @@
+"""scikit-learn estimators and pipelines from joblib/pickle files or the safer skops format.
+
+Signature: one input ``input`` (FP64, ``[-1, n_features_in_]``) and the outputs ``predict``
+(``[-1]``; INT64/BYTES/BOOL/FP64 from the classifier's ``classes_``, FP64 for regressors,
+INT64 for clusterers and outlier detectors) and, where the estimator has it,
+``predict_proba`` (FP64, ``[-1, n_classes]``). ``options["outputs"]`` (a list of those names)
+or ``options["predict_proba"] = False`` restricts what is computed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import joblib
+import numpy as np
+
+from ferryman.errors import InvalidInput
+from ferryman.runtimes.base import RuntimeConfig
+from ferryman.tensors import Signature, TensorSpec, numpy_dtype
+
+__all__ = ["SklearnRuntime"]
+
+_CLASS_DATATYPES = {
+    "i": "INT64",
+    "u": "INT64",
+    "b": "BOOL",
+    "f": "FP64",
+    "O": "BYTES",
+    "U": "BYTES",
+    "S": "BYTES",
+}
+
+
+class SklearnRuntime:
+    """Serves a fitted scikit-learn estimator (or Pipeline) through ``predict``/``predict_proba``."""
+
+    framework: ClassVar[str] = "sklearn"
+
+    def __init__(self) -> None:
+        self._model: Any = None
+        self._signature = Signature(inputs=(), outputs=())
+        self._columns: list[str] | None = None
+
+    def load(self, path: Path, config: RuntimeConfig) -> None:
+        """Read the estimator; ``.skops`` files load without running pickled code."""
+        model = _read(path)
+        if not callable(getattr(model, "predict", None)):
+            raise TypeError(f"{path.name} holds a {type(model).__name__}, not an estimator with predict()")
+        outputs = [TensorSpec("predict", _predict_datatype(model), (-1,))]
+        classes = getattr(model, "classes_", None)
+        if hasattr(model, "predict_proba") and isinstance(classes, np.ndarray):
+            outputs.append(TensorSpec("predict_proba", "FP64", (-1, len(classes))))
+        outputs = _select(outputs, config.options)
+        n_features = int(getattr(model, "n_features_in_", -1))
+        allow_nan = _tags(model)[1]
+        self._signature = Signature(
+            inputs=(TensorSpec("input", "FP64", (-1, n_features), allow_nan=allow_nan),),
+            outputs=tuple(outputs),
+        )
+        names = getattr(model, "feature_names_in_", None)
+        self._columns = [str(name) for name in names] if names is not None else None
+        self._model = model
+
+    def signature(self) -> Signature:
+        """Return the input and the outputs this runtime computes."""
+        return self._signature
+
+    def predict(self, inputs: dict[str, np.ndarray[Any, Any]]) -> dict[str, np.ndarray[Any, Any]]:
+        """Run the declared outputs on ``inputs["input"]``."""
+        features = self._frame(inputs["input"])
+        results: dict[str, np.ndarray[Any, Any]] = {}
+        for spec in self._signature.outputs:
+            values = np.asarray(getattr(self._model, spec.name)(features))
+            want = numpy_dtype(spec.datatype)
+            results[spec.name] = values if values.dtype == want else values.astype(want)
+        return results
+
+    def unload(self) -> None:
+        """Drop the estimator."""
+        self._model = None
+
+    def _frame(self, features: np.ndarray[Any, Any]) -> Any:
+        """Wrap the array in a DataFrame when the model was fitted on named columns."""
+        if self._columns is None or features.ndim != 2 or features.shape[1] != len(self._columns):
+            return features
+        try:
+            import pandas as pd
+        except ImportError:
+            return features
+        return pd.DataFrame(features, columns=self._columns)
+
+
+def _read(path: Path) -> Any:
+    if path.suffix.lower() == ".skops":
+        from skops.io import get_untrusted_types, load
+
+        # The pusher vouches for the types in the file; unlike pickle, skops builds only them.
+        return load(path, trusted=get_untrusted_types(file=path))
+    return joblib.load(path)
+
+
+def _predict_datatype(model: Any) -> str:
+    classes = getattr(model, "classes_", None)
+    if isinstance(classes, np.ndarray):
+        return _CLASS_DATATYPES.get(classes.dtype.kind, "FP64")
+    return "INT64" if _tags(model)[0] in ("clusterer", "outlier_detector") else "FP64"
+
+
+def _tags(model: Any) -> tuple[str | None, bool]:
+    """The estimator type and whether it accepts NaN, from scikit-learn's tags."""
+    try:
+        from sklearn.utils import get_tags
+
+        tags = get_tags(model)
+    except Exception:  # estimators outside scikit-learn may lack tags
+        kind = getattr(model, "_estimator_type", None)
+        return (kind if isinstance(kind, str) else None), False
+    kind = tags.estimator_type
+    return (kind if isinstance(kind, str) else None), bool(tags.input_tags.allow_nan)
+
+
+def _select(outputs: list[TensorSpec], options: dict[str, Any]) -> list[TensorSpec]:
+    """Apply the ``outputs`` / ``predict_proba`` runtime options."""
+    wanted = options.get("outputs")
+    if options.get("predict_proba") is False:
+        outputs = [spec for spec in outputs if spec.name != "predict_proba"]
+    if wanted is None:
+        return outputs
+    known = {spec.name for spec in outputs}
+    unknown = [name for name in wanted if name not in known]
+    if unknown or not wanted:
+        raise InvalidInput(f"runtime option outputs={wanted!r} must name some of: {', '.join(sorted(known))}")
+    return [spec for spec in outputs if spec.name in wanted]

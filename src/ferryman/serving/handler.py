@@ -1,0 +1,84 @@
+"""The one entry point for inference: every protocol adapter calls :meth:`InferenceHandler.infer`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import Executor
+from typing import Any
+
+import numpy as np
+
+from ferryman.errors import FerrymanError, InvalidInput, ModelFailed
+from ferryman.serving.manager import LoadedVersion, ModelManager
+from ferryman.serving.validation import check_outputs, validate_inputs
+from ferryman.tensors import InferenceRequest, InferenceResponse, Signature
+
+__all__ = ["InferenceHandler"]
+
+logger = logging.getLogger(__name__)
+
+
+class InferenceHandler:
+    """Route → validate → predict (off the event loop) → check outputs, for every protocol."""
+
+    def __init__(self, manager: ModelManager, executor: Executor) -> None:
+        self._manager = manager
+        self._executor = executor
+
+    async def infer(self, request: InferenceRequest) -> InferenceResponse:
+        """Serve one inference request; raises a FerrymanError subclass on any failure."""
+        loaded = await self._manager.acquire(request.model_name, request.model_version)
+        inputs = validate_inputs(loaded.signature, request, loaded.label)
+        if request.outputs is not None:
+            self._check_requested(loaded, request.outputs)
+        loaded.enter()
+        try:
+            results = await asyncio.get_running_loop().run_in_executor(
+                self._executor, _predict, loaded, inputs
+            )
+        finally:
+            loaded.leave()
+        outputs, datatypes = check_outputs(
+            loaded.signature, results, request.outputs, _batch_size(inputs), loaded.label
+        )
+        return InferenceResponse(
+            model_name=loaded.model,
+            model_version=str(loaded.version),
+            outputs=outputs,
+            output_datatypes=datatypes,
+            id=request.id,
+        )
+
+    async def signature(self, model_name: str, version: str | None) -> tuple[LoadedVersion, Signature]:
+        """The loaded version a request would reach, and its signature (for protocol decoders)."""
+        loaded = await self._manager.acquire(model_name, version)
+        return loaded, loaded.signature
+
+    @staticmethod
+    def _check_requested(loaded: LoadedVersion, wanted: list[str]) -> None:
+        declared = loaded.signature.output_names()
+        if not declared:
+            return
+        for name in wanted:
+            if name not in declared:
+                raise InvalidInput(f"unknown output '{name}': {loaded.label} has outputs {', '.join(declared)}")
+
+
+def _predict(loaded: LoadedVersion, inputs: dict[str, np.ndarray[Any, Any]]) -> dict[str, np.ndarray[Any, Any]]:
+    try:
+        results = loaded.runtime.predict(inputs)
+    except FerrymanError:
+        raise
+    except Exception as exc:
+        logger.exception("%s raised during predict", loaded.label)
+        raise ModelFailed(f"{loaded.label} failed: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(results, dict):
+        raise ModelFailed(f"{loaded.label} returned {type(results).__name__}, expected a dict of arrays")
+    return results
+
+
+def _batch_size(inputs: dict[str, np.ndarray[Any, Any]]) -> int | None:
+    for array in inputs.values():
+        return int(array.shape[0]) if array.ndim else None
+    return None
