@@ -39,8 +39,17 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = home.parent / f"{home.name}-server-{self.port}.log"
         command = [
-            sys.executable, "-m", "ferryman", "serve",
-            "--host", "127.0.0.1", "--port", str(self.port), "--home", str(home), *args,
+            sys.executable,
+            "-m",
+            "ferryman",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--home",
+            str(home),
+            *args,
         ]
         full_env = {**os.environ, "FERRYMAN_REPOSITORY_POLL_SECONDS": "0.2", **(env or {})}
         self._log = self.log_path.open("wb")
@@ -91,7 +100,10 @@ def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
     started: list[ServerProcess] = []
 
     def start(
-        home: Path | None = None, args: list[str] | None = None, env: dict[str, str] | None = None, wait: bool = True
+        home: Path | None = None,
+        args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        wait: bool = True,
     ) -> ServerProcess:
         server = ServerProcess(home or tmp_path / f"home{len(started)}", args or [], env)
         started.append(server)

@@ -129,4 +129,8 @@ async def _load_defaults(components: Components, v2: V2Routes) -> None:
             await components.manager.reconcile()
     finally:
         v2.ready = True
-        logger.info("ready: %s", ", ".join(f"{lv.model}:{lv.version}" for lv in components.manager.loaded_versions()) or "no models loaded")
+        logger.info(
+            "ready: %s",
+            ", ".join(f"{lv.model}:{lv.version}" for lv in components.manager.loaded_versions())
+            or "no models loaded",
+        )

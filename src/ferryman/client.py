@@ -12,6 +12,7 @@ Every non-2xx answer raises the matching :mod:`ferryman.errors` class carrying t
 from __future__ import annotations
 
 import io
+import json
 import struct
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
@@ -376,7 +377,7 @@ class Client:
             response = self._request(
                 "POST",
                 path,
-                content=orjson.dumps(request, option=orjson.OPT_SERIALIZE_NUMPY),
+                content=_json_body(request, [array for _, _, array in tensors]),
                 headers={"Content-Type": "application/json"},
             )
         return _decode_response(response)
@@ -400,7 +401,8 @@ class Client:
         if len(specs) != 1:
             named = ", ".join(str(spec.get("name")) for spec in specs) or "none declared"
             raise InvalidInput(
-                f"model {name!r} has {len(specs)} inputs ({named}); pass a mapping of input name to array"
+                f"model {name!r} has {len(specs)} inputs ({named}); name each one "
+                "(a mapping of input name to array; --input NAME=JSON on the command line)"
             )
         spec = specs[0]
         input_name, datatype = str(spec["name"]), str(spec["datatype"])
@@ -503,6 +505,20 @@ def _to_json(array: Array) -> Any:
                 out.append(item)
         return out
     return np.ascontiguousarray(array).reshape(-1)
+
+
+def _json_body(request: dict[str, Any], arrays: list[Array]) -> bytes:
+    """Encode a JSON request; NaN and infinities travel as the ``NaN``/``Infinity`` tokens.
+
+    Strict JSON has no such values (orjson would write null), but Python's json module, the
+    Ferryman server and Triton accept the tokens, and a model that allows NaN needs them.
+    """
+    if not any(a.dtype.kind in "fc" and not np.isfinite(a).all() for a in arrays):
+        return orjson.dumps(request, option=orjson.OPT_SERIALIZE_NUMPY)
+    for entry in request["inputs"]:
+        if isinstance(entry["data"], np.ndarray):
+            entry["data"] = entry["data"].tolist()
+    return json.dumps(request, allow_nan=True).encode()
 
 
 def _to_binary(array: Array, datatype: str) -> bytes:

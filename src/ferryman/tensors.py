@@ -46,9 +46,7 @@ DATATYPES: dict[str, np.dtype[Any]] = {
     "BYTES": np.dtype(object),
 }
 
-_BY_NUMPY: dict[np.dtype[Any], str] = {
-    dt: name for name, dt in DATATYPES.items() if name not in ("BF16",)
-}
+_BY_NUMPY: dict[np.dtype[Any], str] = {dt: name for name, dt in DATATYPES.items() if name not in ("BF16",)}
 
 
 def numpy_dtype(datatype: str) -> np.dtype[Any]:
@@ -56,9 +54,7 @@ def numpy_dtype(datatype: str) -> np.dtype[Any]:
     try:
         return DATATYPES[datatype]
     except KeyError:
-        raise InvalidInput(
-            f"unknown datatype {datatype!r}; expected one of {', '.join(DATATYPES)}"
-        ) from None
+        raise InvalidInput(f"unknown datatype {datatype!r}; expected one of {', '.join(DATATYPES)}") from None
 
 
 def datatype_of(array: np.ndarray[Any, Any]) -> str:

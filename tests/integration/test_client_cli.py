@@ -400,3 +400,34 @@ def test_bytes_and_multi_input_models(ferryman_server: Any, client: Any, tmp_pat
         ferryman_server, "predict", "adder", "--input", "a=[[1, 2]]", "--input", "b=[[0.5, 0.25]]"
     )
     assert answer["outputs"]["total"] == [[1.5, 2.25]]
+
+
+NAN_MODEL = """
+import numpy as np
+
+import ferryman
+from ferryman import TensorSpec
+
+
+class Gaps(ferryman.Model):
+    inputs = [TensorSpec("x", "FP64", (-1, 2), allow_nan=True)]
+    outputs = [TensorSpec("missing", "BOOL", (-1, 2)), TensorSpec("filled", "FP16", (-1, 2))]
+
+    def predict(self, inputs):
+        x = inputs["x"]
+        return {"missing": np.isnan(x), "filled": np.nan_to_num(x, nan=-1.0).astype(np.float16)}
+"""
+
+
+def test_nan_bool_and_fp16_round_trip(client: Any, tmp_path: Path) -> None:
+    folder = tmp_path / "gaps"
+    folder.mkdir()
+    (folder / "model.py").write_text(NAN_MODEL)
+    client.push(folder, "gaps")
+    x = np.array([[np.nan, 1.5], [2.0, np.nan]])
+    for binary in (False, True):
+        result = client.infer("gaps", x, binary=binary)
+        assert result.outputs["missing"].dtype == np.bool_
+        assert result.outputs["missing"].tolist() == [[True, False], [False, True]]
+        assert result.outputs["filled"].dtype == np.float16
+        assert result.outputs["filled"].tolist() == [[-1.0, 1.5], [2.0, -1.0]]

@@ -359,3 +359,18 @@ def test_url_comes_from_the_environment() -> None:
     result = runner.invoke(app, ["versions", "churn"], env={"FERRYMAN_URL": url})
     assert result.exit_code == 1
     assert url in result.output
+
+
+def test_serve_rejects_bad_settings_before_starting(tmp_path: Path) -> None:
+    missing = runner.invoke(app, ["serve", "--config", str(tmp_path / "nope.yaml")])
+    assert missing.exit_code == 2
+    broken = tmp_path / "ferryman.yaml"
+    broken.write_text("port: [1\n")
+    result = runner.invoke(app, ["serve", "--config", str(broken)])
+    assert result.exit_code == 1
+    assert "invalid settings" in result.output
+    out_of_range = runner.invoke(app, ["serve", "--port", "70000", "--home", str(tmp_path / "home")])
+    assert out_of_range.exit_code == 1
+    assert "port" in out_of_range.output
+    absent = runner.invoke(app, ["serve", str(tmp_path / "missing.joblib")])
+    assert absent.exit_code == 2

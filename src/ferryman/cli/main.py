@@ -50,6 +50,8 @@ def serve(
     ] = None,
 ) -> None:
     """Start a server. Flags override FERRYMAN_* variables, which override ferryman.yaml."""
+    import yaml
+
     from ferryman.config import load_settings
     from ferryman.errors import FerrymanError
 
@@ -67,7 +69,7 @@ def serve(
             repositories=list(repository) if repository else None,
             log_level=log_level,
         )
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, yaml.YAMLError) as exc:
         fail(f"invalid settings: {exc}")
     from ferryman.server import serve as run_server
 

@@ -1,0 +1,1 @@
+"""Protocol adapters: decode a wire format, call the engine, encode the answer."""

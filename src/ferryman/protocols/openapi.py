@@ -16,8 +16,22 @@ _TENSOR = {
         "name": {"type": "string"},
         "datatype": {
             "type": "string",
-            "enum": ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
-                     "FP16", "FP32", "FP64", "BF16", "BYTES"],
+            "enum": [
+                "BOOL",
+                "UINT8",
+                "UINT16",
+                "UINT32",
+                "UINT64",
+                "INT8",
+                "INT16",
+                "INT32",
+                "INT64",
+                "FP16",
+                "FP32",
+                "FP64",
+                "BF16",
+                "BYTES",
+            ],
         },
         "shape": {"type": "array", "items": {"type": "integer"}},
         "parameters": {"type": "object"},
@@ -35,7 +49,10 @@ _SCHEMAS: dict[str, Any] = {
             "inputs": {"type": "array", "items": {"$ref": "#/components/schemas/V2Tensor"}},
             "outputs": {
                 "type": "array",
-                "items": {"type": "object", "properties": {"name": {"type": "string"}, "parameters": {"type": "object"}}},
+                "items": {
+                    "type": "object",
+                    "properties": {"name": {"type": "string"}, "parameters": {"type": "object"}},
+                },
             },
         },
     },
@@ -64,8 +81,14 @@ def _get(summary: str, ok: str = "OK") -> dict[str, Any]:
             "summary": summary,
             "responses": {
                 "200": {"description": ok, "content": {"application/json": {"schema": {"type": "object"}}}},
-                "404": {"description": "Unknown model or version", "content": {"application/json": {"schema": _ref("V2Error")}}},
-                "503": {"description": "Not ready", "content": {"application/json": {"schema": _ref("V2Error")}}},
+                "404": {
+                    "description": "Unknown model or version",
+                    "content": {"application/json": {"schema": _ref("V2Error")}},
+                },
+                "503": {
+                    "description": "Not ready",
+                    "content": {"application/json": {"schema": _ref("V2Error")}},
+                },
             },
         }
     }
@@ -74,15 +97,26 @@ def _get(summary: str, ok: str = "OK") -> dict[str, Any]:
 def _infer() -> dict[str, Any]:
     errors = {
         str(code): {"description": text, "content": {"application/json": {"schema": _ref("V2Error")}}}
-        for code, text in [(400, "Invalid input"), (404, "Unknown model or version"), (413, "Body too large"),
-                           (500, "Model failed"), (503, "Not ready")]
+        for code, text in [
+            (400, "Invalid input"),
+            (404, "Unknown model or version"),
+            (413, "Body too large"),
+            (500, "Model failed"),
+            (503, "Not ready"),
+        ]
     }
     return {
         "post": {
             "tags": ["v2"],
-            "summary": "Run an inference (JSON, or JSON header + binary tensors with Inference-Header-Content-Length)",
-            "parameters": [{"name": "Inference-Header-Content-Length", "in": "header", "required": False,
-                            "schema": {"type": "integer", "minimum": 0}}],
+            "summary": "Run an inference (JSON, or a JSON header + binary tensors)",
+            "parameters": [
+                {
+                    "name": "Inference-Header-Content-Length",
+                    "in": "header",
+                    "required": False,
+                    "schema": {"type": "integer", "minimum": 0},
+                }
+            ],
             "requestBody": {
                 "required": True,
                 "content": {
@@ -91,7 +125,10 @@ def _infer() -> dict[str, Any]:
                 },
             },
             "responses": {
-                "200": {"description": "Inference result", "content": {"application/json": {"schema": _ref("V2InferenceResponse")}}},
+                "200": {
+                    "description": "Inference result",
+                    "content": {"application/json": {"schema": _ref("V2InferenceResponse")}},
+                },
                 **errors,
             },
         }
@@ -100,8 +137,13 @@ def _infer() -> dict[str, Any]:
 
 def _paths() -> dict[str, Any]:
     model = {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}
-    version = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"},
-               "description": "Version number or alias"}
+    version = {
+        "name": "version",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": "Version number or alias",
+    }
     paths: dict[str, Any] = {
         "/v2/health/live": _get("Server liveness"),
         "/v2/health/ready": _get("Server readiness"),
@@ -125,7 +167,9 @@ def install_v2_openapi(app: FastAPI) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
             schema["paths"] = {**_paths(), **schema.get("paths", {})}
             schema.setdefault("components", {}).setdefault("schemas", {}).update(_SCHEMAS)
             app.openapi_schema = schema

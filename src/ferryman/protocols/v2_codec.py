@@ -124,7 +124,8 @@ def decode_raw_binary_request(
         variable = [i for i, d in enumerate(dims) if d == -1]
         if len(variable) > 1:
             raise InvalidInput(
-                f"input '{spec.name}' has more than one variable dimension; a raw binary request needs a JSON header"
+                f"input '{spec.name}' has more than one variable dimension; "
+                "a raw binary request needs a JSON header"
             )
         itemsize = DATATYPES[spec.datatype].itemsize if spec.datatype != "BF16" else 2
         fixed = math.prod(d for d in dims if d != -1) * itemsize
@@ -153,9 +154,7 @@ def _input_header(raw: Any, position: int) -> tuple[str, str, tuple[int, ...], d
         raise InvalidInput(f"inputs[{position}].name must be a non-empty string")
     datatype = raw.get("datatype")
     if not isinstance(datatype, str) or datatype not in DATATYPES:
-        raise InvalidInput(
-            f"input '{name}': datatype {datatype!r} is not one of {', '.join(DATATYPES)}"
-        )
+        raise InvalidInput(f"input '{name}': datatype {datatype!r} is not one of {', '.join(DATATYPES)}")
     shape = raw.get("shape")
     if not isinstance(shape, list) or not all(
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
@@ -201,7 +200,9 @@ def _tensor_from_json(name: str, datatype: str, shape: tuple[int, ...], data: An
         try:
             array = np.asarray(data)
         except ValueError:
-            raise InvalidInput(f"input '{name}': data is ragged (nested lists of different lengths)") from None
+            raise InvalidInput(
+                f"input '{name}': data is ragged (nested lists of different lengths)"
+            ) from None
         kind = array.dtype.kind
         if array.size and not _kind_fits(kind, datatype):
             raise InvalidInput(f"input '{name}': data holds {_describe_kind(kind)} values, not {datatype}")
@@ -282,7 +283,9 @@ def _bytes_tensor_from_binary(
         array[index] = bytes(raw[position : position + length])
         position += length
     if position != len(raw):
-        raise InvalidInput(f"input '{name}': {len(raw) - position} trailing bytes after {count} BYTES elements")
+        raise InvalidInput(
+            f"input '{name}': {len(raw) - position} trailing bytes after {count} BYTES elements"
+        )
     return array.reshape(shape)
 
 

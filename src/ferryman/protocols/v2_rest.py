@@ -126,7 +126,9 @@ class V2Routes:
             inference = decode_request(body, None, name, version)
         else:
             if not header.isdigit():
-                raise InvalidInput(f"Inference-Header-Content-Length must be a non-negative integer, got {header!r}")
+                raise InvalidInput(
+                    f"Inference-Header-Content-Length must be a non-negative integer, got {header!r}"
+                )
             length = int(header)
             if length == 0:
                 _, signature = await self._handler.signature(name, version)

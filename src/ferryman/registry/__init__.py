@@ -1,0 +1,1 @@
+"""The registry: models, versions, aliases, artifacts; the service is the only writer."""

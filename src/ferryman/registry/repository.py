@@ -5,11 +5,11 @@ integer (no leading zeros), with an optional ``<root>/<model>/model.yaml`` (``fr
 ``runtime_config``, ``description``) that applies to every version of that model.
 
 A version's sha256 covers its sorted ``(relative path, file sha256)`` pairs. File hashes are
-cached by ``(path, size, mtime_ns)``, so rescanning unchanged folders every few seconds reads
-no file contents. Entries starting with ``.`` are ignored (editor and OS litter, and the
-``..data`` indirection of Kubernetes volume mounts, whose symlinked files are followed), as are
-``__pycache__`` folders and ``.pyc`` files, which appear once a custom model is imported.
-Problems are logged once as warnings and the entry is skipped; a scan never raises.
+cached by path and ``(size, mtime_ns, ctime_ns, inode)``, so rescanning unchanged folders every
+few seconds reads no file contents. Entries starting with ``.`` are ignored (editor and OS
+litter, and the ``..data`` indirection of Kubernetes volume mounts, whose symlinked files are
+followed), as are ``__pycache__`` folders and ``.pyc`` files, which appear once a custom model
+is imported. Problems are logged once as warnings and the entry is skipped; a scan never raises.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class _ModelSettings:
     description: str
 
 
-class _Skip(Exception):  # noqa: N818 - control flow inside a scan
+class _Skip(Exception):
     """An entry that cannot be served; the message says why."""
 
 
@@ -97,7 +97,7 @@ class ModelRepository:
         self.roots = list(roots)
         #: How many files have been read and hashed since creation (cache misses).
         self.files_hashed = 0
-        self._hash_cache: dict[str, tuple[int, int, str]] = {}
+        self._hash_cache: dict[str, tuple[tuple[int, int, int, int], str]] = {}
         self._warned: set[str] = set()
 
     def scan(self) -> dict[str, dict[int, RepositoryVersion]]:
@@ -126,7 +126,7 @@ class ModelRepository:
                     continue
                 try:
                     versions = self._scan_model(name, model_dir, seen_files, warnings)
-                except _Skip as exc:
+                except (_Skip, OSError) as exc:
                     warnings.add(f"skipping model '{name}': {exc}")
                     continue
                 if not versions:
@@ -197,13 +197,15 @@ class ModelRepository:
 
     def _file_sha256(self, path: str) -> str:
         info = os.stat(path)
+        # ctime and inode as well: copies that preserve mtime (cp -p, rsync -t) still change them.
+        key = (info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
         cached = self._hash_cache.get(path)
-        if cached is not None and cached[:2] == (info.st_size, info.st_mtime_ns):
-            return cached[2]
+        if cached is not None and cached[0] == key:
+            return cached[1]
         digest = hashlib.sha256()
         with open(path, "rb") as handle:
             while chunk := handle.read(_CHUNK):
                 digest.update(chunk)
         self.files_hashed += 1
-        self._hash_cache[path] = (info.st_size, info.st_mtime_ns, digest.hexdigest())
+        self._hash_cache[path] = (key, digest.hexdigest())
         return digest.hexdigest()

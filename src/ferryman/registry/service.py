@@ -40,7 +40,7 @@ ChangeListener = Callable[[ChangeEvent], None]
 _REGISTER_ATTEMPTS = 5
 
 
-class _Unchanged(Exception):  # noqa: N818 - control flow, never escapes this module
+class _Unchanged(Exception):
     """Raised inside a write transaction to roll it back and return ``value`` instead."""
 
     def __init__(self, value: Any) -> None:

@@ -1,0 +1,1 @@
+"""The engine: one inference handler, routing, validation, loaded versions."""

@@ -18,7 +18,7 @@ from ferryman.registry.repository import ModelRepository
 from ferryman.registry.service import RegistryService
 from ferryman.tensors import Signature
 
-__all__ = ["Catalog", "CatalogModel", "CatalogVersion", "DEFAULT_ALIAS"]
+__all__ = ["DEFAULT_ALIAS", "Catalog", "CatalogModel", "CatalogVersion"]
 
 logger = logging.getLogger(__name__)
 

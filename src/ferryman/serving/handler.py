@@ -62,10 +62,14 @@ class InferenceHandler:
             return
         for name in wanted:
             if name not in declared:
-                raise InvalidInput(f"unknown output '{name}': {loaded.label} has outputs {', '.join(declared)}")
+                raise InvalidInput(
+                    f"unknown output '{name}': {loaded.label} has outputs {', '.join(declared)}"
+                )
 
 
-def _predict(loaded: LoadedVersion, inputs: dict[str, np.ndarray[Any, Any]]) -> dict[str, np.ndarray[Any, Any]]:
+def _predict(
+    loaded: LoadedVersion, inputs: dict[str, np.ndarray[Any, Any]]
+) -> dict[str, np.ndarray[Any, Any]]:
     try:
         results = loaded.runtime.predict(inputs)
     except FerrymanError:

@@ -14,6 +14,7 @@ import logging
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
+
 from ferryman.errors import FerrymanError, ModelFailed, NotFound
 from ferryman.registry.artifacts import ArtifactStore
 from ferryman.runtimes import load_runtime
@@ -66,7 +67,9 @@ class LoadedVersion:
 class ModelManager:
     """Owns every loaded runtime in the process; all methods run on the event loop."""
 
-    def __init__(self, catalog: Catalog, artifacts: ArtifactStore, executor: Executor, threads: int | None) -> None:
+    def __init__(
+        self, catalog: Catalog, artifacts: ArtifactStore, executor: Executor, threads: int | None
+    ) -> None:
         self._catalog = catalog
         self._artifacts = artifacts
         self._executor = executor
@@ -229,7 +232,9 @@ class ModelManager:
             try:
                 await self.load(model.name, candidate)
             except FerrymanError as exc:
-                logger.error("%s; %s keeps serving", exc.message, f"version {current}" if current else "nothing")
+                logger.error(
+                    "%s; %s keeps serving", exc.message, f"version {current}" if current else "nothing"
+                )
                 continue
             self._serving_default[model.name] = candidate
             logger.info("model '%s' now serves version %s by default", model.name, candidate)

@@ -26,7 +26,9 @@ def _compatible(given: str, wanted: str) -> bool:
     return False
 
 
-def validate_inputs(signature: Signature, request: InferenceRequest, label: str) -> dict[str, np.ndarray[Any, Any]]:
+def validate_inputs(
+    signature: Signature, request: InferenceRequest, label: str
+) -> dict[str, np.ndarray[Any, Any]]:
     """Return the request's inputs cast to the signature's dtypes, or raise InvalidInput naming the field.
 
     ``label`` names the model and version in messages (e.g. ``model 'iris' version 2``).
@@ -42,7 +44,9 @@ def validate_inputs(signature: Signature, request: InferenceRequest, label: str)
     for spec in signature.inputs:
         array = inputs.get(spec.name)
         if array is None:
-            raise InvalidInput(f"missing input '{spec.name}': {label} expects {spec.datatype} {list(spec.shape)}")
+            raise InvalidInput(
+                f"missing input '{spec.name}': {label} expects {spec.datatype} {list(spec.shape)}"
+            )
         given = request.declared_datatypes.get(spec.name) or datatype_of(array)
         if not _compatible(given, spec.datatype):
             raise InvalidInput(
@@ -95,11 +99,17 @@ def check_outputs(
                 array = array.astype(DATATYPES[datatype], copy=False)
         else:
             datatype = datatype_of(array)
-        if batch is not None and array.ndim and spec is not None and spec.shape and spec.shape[0] == -1:
-            if array.shape[0] != batch:
-                raise ModelFailed(
-                    f"{label} returned {array.shape[0]} rows for output '{name}' but got {batch} input rows"
-                )
+        if (
+            batch is not None
+            and array.ndim
+            and spec is not None
+            and spec.shape
+            and spec.shape[0] == -1
+            and array.shape[0] != batch
+        ):
+            raise ModelFailed(
+                f"{label} returned {array.shape[0]} rows for output '{name}' but got {batch} input rows"
+            )
         outputs[name] = array
         datatypes[name] = datatype
     return outputs, datatypes

@@ -1,0 +1,107 @@
+"""Alembic migrations: the migrated schema is exactly store.metadata, and upgrades are idempotent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Column, Engine, Integer, MetaData, String, Table, inspect, select, text
+
+from ferryman.registry import store
+from ferryman.registry.store import create_registry_engine, metadata, registry_state, upgrade_to_head
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Engine:
+    return create_registry_engine(f"sqlite:///{tmp_path / 'nested' / 'dir' / 'registry.db'}")
+
+
+def head() -> str:
+    config = Config()
+    config.set_main_option("script_location", str(store.MIGRATIONS_DIR))
+    heads = ScriptDirectory.from_config(config).get_heads()
+    assert len(heads) == 1
+    return heads[0]
+
+
+def schema_diffs(engine: Engine, target: MetaData) -> list[object]:
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        return list(compare_metadata(context, target))
+
+
+def current(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def test_upgrade_from_empty_matches_metadata(engine: Engine, tmp_path: Path) -> None:
+    upgrade_to_head(engine)
+    assert (tmp_path / "nested" / "dir" / "registry.db").is_file()
+    assert current(engine) == head()
+    assert schema_diffs(engine, metadata) == []
+    with engine.connect() as conn:
+        assert conn.execute(select(registry_state)).all() == [(1, 0)]
+
+
+def test_schema_comparison_would_notice_a_drift(engine: Engine) -> None:
+    upgrade_to_head(engine)
+    drifted = MetaData()
+    for table in metadata.sorted_tables:
+        table.to_metadata(drifted)
+    Table("extra", drifted, Column("id", Integer, primary_key=True))
+    drifted.tables["models"].append_column(Column("owner", String(64)))
+    diffs = schema_diffs(engine, drifted)
+    assert {diff[0] for diff in diffs if isinstance(diff, tuple)} == {"add_table", "add_column"}
+
+
+def test_rerunning_upgrade_is_a_no_op(engine: Engine) -> None:
+    upgrade_to_head(engine)
+    with engine.begin() as conn:
+        conn.execute(registry_state.update().values(revision=41))
+    with engine.connect() as conn:
+        before = conn.execute(text("SELECT type, name, sql FROM sqlite_master ORDER BY name")).all()
+    upgrade_to_head(engine)
+    upgrade_to_head(create_registry_engine(str(engine.url)))
+    with engine.connect() as conn:
+        after = conn.execute(text("SELECT type, name, sql FROM sqlite_master ORDER BY name")).all()
+        assert conn.execute(select(registry_state.c.revision)).scalar_one() == 41
+    assert after == before
+    assert current(engine) == head()
+
+
+def test_downgrade_to_base_and_back(engine: Engine) -> None:
+    upgrade_to_head(engine)
+    config = Config()
+    config.set_main_option("script_location", str(store.MIGRATIONS_DIR))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "base")
+    assert set(inspect(engine).get_table_names()) == {"alembic_version"}
+    upgrade_to_head(engine)
+    assert schema_diffs(engine, metadata) == []
+
+
+def test_sqlite_pragmas_are_set(engine: Engine) -> None:
+    with engine.connect() as conn:
+        pragmas = {
+            name: conn.execute(text(f"PRAGMA {name}")).scalar_one()
+            for name in ("journal_mode", "foreign_keys", "busy_timeout", "synchronous")
+        }
+    assert pragmas == {"journal_mode": "wal", "foreign_keys": 1, "busy_timeout": 5000, "synchronous": 1}
+
+
+def test_foreign_keys_are_enforced(engine: Engine) -> None:
+    upgrade_to_head(engine)
+    with pytest.raises(Exception, match="FOREIGN KEY"), engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO aliases (model_id, name, version_number, updated_at, updated_by) "
+                "VALUES (99, 'production', 1, '2026-01-01 00:00:00', 'x')"
+            )
+        )
