@@ -16,7 +16,7 @@ from ferryman.model import Model
 from ferryman.tensors import Signature, TensorSpec
 
 if TYPE_CHECKING:
-    from ferryman.client import Client
+    from ferryman.client import Client, InferResult
 
 __version__ = "0.1.0"
 
@@ -24,6 +24,7 @@ __all__ = [
     "Client",
     "Conflict",
     "FerrymanError",
+    "InferResult",
     "InvalidInput",
     "Model",
     "ModelFailed",
@@ -37,8 +38,8 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     # The client pulls in httpx; import it only when asked for so the server stays lean.
-    if name == "Client":
-        from ferryman.client import Client
+    if name in ("Client", "InferResult"):
+        from ferryman import client
 
-        return Client
+        return getattr(client, name)
     raise AttributeError(f"module 'ferryman' has no attribute {name!r}")
