@@ -236,3 +236,14 @@ def test_python_json_nan_tokens_are_accepted_so_validation_can_name_them() -> No
     )
     array = decode_request(body.encode(), None, "m", None).inputs["x"]
     assert np.isnan(array[1])
+
+
+def test_uint64_values_beyond_int64_keep_their_precision() -> None:
+    body = orjson.dumps(
+        {"inputs": [{"name": "x", "datatype": "UINT64", "shape": [2], "data": [2**64 - 1, 7]}]}
+    )
+    array = decode_request(body, None, "m", None).inputs["x"]
+    assert array.dtype == np.uint64 and array.tolist() == [2**64 - 1, 7]
+    body = orjson.dumps({"inputs": [{"name": "x", "datatype": "INT64", "shape": [1], "data": [2**63]}]})
+    with pytest.raises(InvalidInput, match="out of range"):
+        decode_request(body, None, "m", None)

@@ -204,9 +204,14 @@ def _tensor_from_json(name: str, datatype: str, shape: tuple[int, ...], data: An
                 f"input '{name}': data is ragged (nested lists of different lengths)"
             ) from None
         kind = array.dtype.kind
+        target = DATATYPES[datatype]
+        if kind in "fO" and target.kind in _INTEGER_KINDS:
+            # numpy falls back to float64 for integers beyond int64 (e.g. UINT64 values >= 2**63),
+            # which would lose precision: build such arrays from the Python ints themselves.
+            array = _exact_integers(name, datatype, data, array)
+            kind = array.dtype.kind
         if array.size and not _kind_fits(kind, datatype):
             raise InvalidInput(f"input '{name}': data holds {_describe_kind(kind)} values, not {datatype}")
-        target = DATATYPES[datatype]
         if array.size and kind in _INTEGER_KINDS and target.kind in _INTEGER_KINDS:
             limits = np.iinfo(target)
             if array.min() < limits.min or array.max() > limits.max:
@@ -217,6 +222,17 @@ def _tensor_from_json(name: str, datatype: str, shape: tuple[int, ...], data: An
             f"input '{name}': shape {list(shape)} needs {count} elements but data has {array.size}"
         )
     return array.reshape(shape)
+
+
+def _exact_integers(name: str, datatype: str, data: Any, array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """Re-read data that numpy widened to float as exact Python ints; non-integers keep their kind."""
+    values = np.array(data, dtype=object).ravel()
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return array
+    limits = np.iinfo(DATATYPES[datatype])
+    if any(v < limits.min or v > limits.max for v in values):
+        raise InvalidInput(f"input '{name}': a value is out of range for {datatype}")
+    return np.array(values.tolist(), dtype=DATATYPES[datatype]).reshape(array.shape)
 
 
 def _kind_fits(kind: str, datatype: str) -> bool:
