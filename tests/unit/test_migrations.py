@@ -105,3 +105,14 @@ def test_foreign_keys_are_enforced(engine: Engine) -> None:
                 "VALUES (99, 'production', 1, '2026-01-01 00:00:00', 'x')"
             )
         )
+
+
+def test_schema_head_constant_matches_alembic() -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from ferryman.registry.store import MIGRATIONS_DIR, SCHEMA_HEAD
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    assert ScriptDirectory.from_config(config).get_heads() == [SCHEMA_HEAD]
