@@ -22,6 +22,22 @@ from sklearn.preprocessing import StandardScaler
 
 STARTUP_DEADLINE_S = 60.0
 
+#: Every numeric V2 datatype and the numpy type it travels as.
+NUMERIC_DTYPES: dict[str, type] = {
+    "BOOL": np.bool_,
+    "UINT8": np.uint8,
+    "UINT16": np.uint16,
+    "UINT32": np.uint32,
+    "UINT64": np.uint64,
+    "INT8": np.int8,
+    "INT16": np.int16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "FP16": np.float16,
+    "FP32": np.float32,
+    "FP64": np.float64,
+}
+
 
 def free_port() -> int:
     """A port that was free a moment ago (the server binds it right after)."""

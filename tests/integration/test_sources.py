@@ -215,3 +215,23 @@ def test_repository_folder_is_served_and_new_versions_are_picked_up(
         files={"artifact": ("m.joblib", iris_joblib.read_bytes())},
     )
     assert_error(response, 409, "read-only repository")
+
+
+def test_serve_a_custom_model_folder_directly(server_factory: ServerFactory, tmp_path: Path) -> None:
+    folder = tmp_path / "adder"
+    folder.mkdir()
+    (folder / "model.py").write_text(
+        "import ferryman\nfrom ferryman import TensorSpec\n\n"
+        "class Adder(ferryman.Model):\n"
+        "    inputs = [TensorSpec('x', 'INT32', (-1,))]\n"
+        "    outputs = [TensorSpec('y', 'INT32', (-1,))]\n\n"
+        "    def predict(self, inputs):\n        return {'y': inputs['x'] + int(self.options.get('step', 1))}\n"
+    )
+    server = server_factory(args=[str(folder)])
+    response = httpx.post(
+        f"{server.url}/v2/models/adder/infer",
+        json={"inputs": [{"name": "x", "datatype": "INT32", "shape": [3], "data": [1, 2, 3]}]},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["outputs"][0] == {"name": "y", "datatype": "INT32", "shape": [3], "data": [2, 3, 4]}
+    assert httpx.get(f"{server.url}/api/v1/models/adder/versions/1").json()["framework"] == "custom"

@@ -15,22 +15,7 @@ import orjson
 import pytest
 
 from ferryman.archive import pack_folder
-from tests.conftest import ServerProcess
-
-NUMERIC = {
-    "BOOL": np.bool_,
-    "UINT8": np.uint8,
-    "UINT16": np.uint16,
-    "UINT32": np.uint32,
-    "UINT64": np.uint64,
-    "INT8": np.int8,
-    "INT16": np.int16,
-    "INT32": np.int32,
-    "INT64": np.int64,
-    "FP16": np.float16,
-    "FP32": np.float32,
-    "FP64": np.float64,
-}
+from tests.conftest import NUMERIC_DTYPES, ServerProcess
 
 ECHO_MODEL = """
 import ferryman
@@ -202,9 +187,9 @@ def test_flat_data_and_requested_outputs(client: httpx.Client) -> None:
     assert response.json()["outputs"][0]["data"] == [0, 2]
 
 
-@pytest.mark.parametrize("datatype", sorted(NUMERIC))
+@pytest.mark.parametrize("datatype", sorted(NUMERIC_DTYPES))
 def test_every_numeric_datatype_round_trips_in_json_and_binary(client: httpx.Client, datatype: str) -> None:
-    dtype = NUMERIC[datatype]
+    dtype = NUMERIC_DTYPES[datatype]
     array = (
         (np.arange(6) % 2).astype(dtype) if datatype == "BOOL" else np.arange(6).astype(dtype).reshape(2, 3)
     )

@@ -15,21 +15,7 @@ from hypothesis.extra import numpy as hnp
 from ferryman.errors import InvalidInput
 from ferryman.protocols.v2_codec import decode_raw_binary_request, decode_request, encode_response
 from ferryman.tensors import InferenceResponse, TensorSpec
-
-NUMERIC = {
-    "BOOL": np.bool_,
-    "UINT8": np.uint8,
-    "UINT16": np.uint16,
-    "UINT32": np.uint32,
-    "UINT64": np.uint64,
-    "INT8": np.int8,
-    "INT16": np.int16,
-    "INT32": np.int32,
-    "INT64": np.int64,
-    "FP16": np.float16,
-    "FP32": np.float32,
-    "FP64": np.float64,
-}
+from tests.conftest import NUMERIC_DTYPES
 
 
 def binary_body(header: dict, *chunks: bytes) -> tuple[bytes, int]:
@@ -37,7 +23,7 @@ def binary_body(header: dict, *chunks: bytes) -> tuple[bytes, int]:
     return raw + b"".join(chunks), len(raw)
 
 
-@pytest.mark.parametrize("datatype", sorted(NUMERIC))
+@pytest.mark.parametrize("datatype", sorted(NUMERIC_DTYPES))
 def test_json_flat_and_nested_data_decode_to_the_same_array(datatype: str) -> None:
     values = [[1, 0, 1], [0, 1, 1]] if datatype == "BOOL" else [[1, 2, 3], [4, 5, 6]]
     if datatype == "BOOL":
@@ -47,16 +33,16 @@ def test_json_flat_and_nested_data_decode_to_the_same_array(datatype: str) -> No
         body = orjson.dumps({"inputs": [{"name": "x", "datatype": datatype, "shape": [2, 3], "data": data}]})
         request = decode_request(body, None, "m", None)
         array = request.inputs["x"]
-        assert array.dtype == np.dtype(NUMERIC[datatype])
+        assert array.dtype == np.dtype(NUMERIC_DTYPES[datatype])
         assert array.shape == (2, 3)
-        np.testing.assert_array_equal(array, np.array(values, dtype=NUMERIC[datatype]))
+        np.testing.assert_array_equal(array, np.array(values, dtype=NUMERIC_DTYPES[datatype]))
 
 
-@pytest.mark.parametrize("datatype", sorted(NUMERIC))
+@pytest.mark.parametrize("datatype", sorted(NUMERIC_DTYPES))
 @settings(max_examples=15, deadline=None)
 @given(data=st.data())
 def test_binary_round_trip_of_every_numeric_datatype(datatype: str, data: st.DataObject) -> None:
-    dtype = np.dtype(NUMERIC[datatype])
+    dtype = np.dtype(NUMERIC_DTYPES[datatype])
     array = data.draw(hnp.arrays(dtype, hnp.array_shapes(min_dims=1, max_dims=3, max_side=5)))
     header = {
         "inputs": [
