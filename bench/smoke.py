@@ -44,8 +44,7 @@ def in_process_latency(model: LogisticRegression, row: np.ndarray, repeats: int 
 def run_wrk(url: str, body: str, connections: int, seconds: int, workdir: Path) -> dict[str, float]:
     script = workdir / "post.lua"
     script.write_text(
-        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-        f"wrk.body = {json.dumps(body)}\n"
+        f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = {json.dumps(body)}\n'
     )
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
@@ -109,11 +108,7 @@ def main() -> None:
                 pass
             time.sleep(0.1)
         body = json.dumps(
-            {
-                "inputs": [
-                    {"name": "input", "datatype": "FP64", "shape": [1, 20], "data": row.ravel().tolist()}
-                ]
-            }
+            {"inputs": [{"name": "input", "datatype": "FP64", "shape": [1, 20], "data": row.ravel().tolist()}]}
         )
         assert httpx.post(f"{url}/v2/models/w1/infer", content=body).status_code == 200
         local = in_process_latency(model, row)
@@ -122,9 +117,8 @@ def main() -> None:
         print("|---|---|---|---|---|")
         for connections in args.concurrency:
             result = run_wrk(f"{url}/v2/models/w1/infer", body, connections, args.seconds, workdir)
-            print(
-                f"| {connections} | {result['rps']:.0f} | {result['p50']:.2f} | {result['p99']:.2f} | {result['errors']:.0f} |"
-            )
+            cells = [f"{result['rps']:.0f}", f"{result['p50']:.2f}", f"{result['p99']:.2f}", f"{result['errors']:.0f}"]
+            print(f"| {connections} | " + " | ".join(cells) + " |")
     finally:
         server.terminate()
         server.wait(20)

@@ -40,9 +40,7 @@ def train(out: Path) -> dict[str, list[float]]:
 
 def curl_for(url: str, model: str, row: list[float], input_name: str, datatype: str) -> str:
     data = [round(v, 4) for v in row]
-    body = json.dumps(
-        {"inputs": [{"name": input_name, "datatype": datatype, "shape": [1, len(row)], "data": data}]}
-    )
+    body = json.dumps({"inputs": [{"name": input_name, "datatype": datatype, "shape": [1, len(row)], "data": data}]})
     return f"curl -s {url}/v2/models/{model}/infer -H 'content-type: application/json' -d '{body}'"
 
 

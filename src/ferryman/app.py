@@ -131,6 +131,5 @@ async def _load_defaults(components: Components, v2: V2Routes) -> None:
         v2.ready = True
         logger.info(
             "ready: %s",
-            ", ".join(f"{lv.model}:{lv.version}" for lv in components.manager.loaded_versions())
-            or "no models loaded",
+            ", ".join(f"{lv.model}:{lv.version}" for lv in components.manager.loaded_versions()) or "no models loaded",
         )

@@ -124,8 +124,7 @@ def safe_extract(archive: Path, dest: Path, *, max_bytes: int, max_members: int 
             while (member := tar.next()) is not None:
                 if len(members) >= max_members:
                     raise InvalidInput(
-                        f"archive {archive.name} has more than {max_members} members "
-                        f"(stopped at {member.name!r})"
+                        f"archive {archive.name} has more than {max_members} members (stopped at {member.name!r})"
                     )
                 _check_name(member)
                 _check_type(member)

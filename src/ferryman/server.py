@@ -36,9 +36,7 @@ def register_artifacts(components: Components, artifacts: Sequence[Path]) -> lis
         name = _name_for(path)
         staged = components.artifacts.stage_path(path)
         record, created = components.intake.register(staged, IntakeRequest(name=name))
-        logger.info(
-            "%s %s:%d from %s", "registered" if created else "already registered", name, record.version, path
-        )
+        logger.info("%s %s:%d from %s", "registered" if created else "already registered", name, record.version, path)
         names.append(name)
     return names
 

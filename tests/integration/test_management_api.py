@@ -32,14 +32,10 @@ def test_versions_aliases_history_and_guarded_deletes(
     model = httpx.get(url).json()
     assert (model["latest_version"], model["version_count"], model["default_version"]) == (2, 2, 2)
     assert [v["version"] for v in httpx.get(f"{url}/versions").json()["versions"]] == [1, 2]
-    assert (
-        httpx.post(f"{ferryman_server.url}/v2/models/flower/infer", json=ROW).json()["model_version"] == "2"
-    )
+    assert httpx.post(f"{ferryman_server.url}/v2/models/flower/infer", json=ROW).json()["model_version"] == "2"
 
     assert httpx.put(f"{url}/aliases/production", json={"version": 1}).json()["previous"] is None
-    assert (
-        httpx.post(f"{ferryman_server.url}/v2/models/flower/infer", json=ROW).json()["model_version"] == "1"
-    )
+    assert httpx.post(f"{ferryman_server.url}/v2/models/flower/infer", json=ROW).json()["model_version"] == "1"
     assert (
         httpx.post(f"{ferryman_server.url}/v2/models/flower/versions/production/infer", json=ROW).json()[
             "model_version"

@@ -60,10 +60,7 @@ def test_corrupted_artifact_is_refused_and_named_while_the_previous_version_keep
 ) -> None:
     server = server_factory()
     push(server.url, "iris", iris_joblib)
-    assert (
-        httpx.put(f"{server.url}/api/v1/models/iris/aliases/production", json={"version": 1}).status_code
-        == 200
-    )
+    assert httpx.put(f"{server.url}/api/v1/models/iris/aliases/production", json={"version": 1}).status_code == 200
     v2 = push(server.url, "iris", second_model(tmp_path, iris_data))["version"]
     blob = server.home / "artifacts" / "blobs" / v2["sha256"] / v2["filename"]
     data = bytearray(blob.read_bytes())
@@ -89,9 +86,7 @@ def test_corrupted_artifact_is_refused_and_named_while_the_previous_version_keep
     assert "failed verification" in again.logs()
 
 
-def test_an_upload_cut_off_halfway_registers_nothing(
-    server_factory: ServerFactory, iris_joblib: Path
-) -> None:
+def test_an_upload_cut_off_halfway_registers_nothing(server_factory: ServerFactory, iris_joblib: Path) -> None:
     server = server_factory()
     content = iris_joblib.read_bytes()
     boundary = "ferrymanboundary"
@@ -116,9 +111,7 @@ def test_an_upload_cut_off_halfway_registers_nothing(
     wait_for(lambda: not staging_files(server.home), what="an empty staging area")
 
 
-def test_kill_9_during_a_push_leaves_a_consistent_registry(
-    server_factory: ServerFactory, tmp_path: Path
-) -> None:
+def test_kill_9_during_a_push_leaves_a_consistent_registry(server_factory: ServerFactory, tmp_path: Path) -> None:
     marker = tmp_path / "marker"
     server = server_factory(env={"FERRYMAN_TEST_MARKER": str(marker)})
     folder = write_model_folder(tmp_path, "slow", SLOW_LOADING_MODEL)
@@ -152,9 +145,7 @@ def test_request_body_over_the_limit_is_413(server_factory: ServerFactory, iris_
     assert httpx.get(f"{server.url}/api/v1/models").json() == {"models": []}
 
 
-def test_inference_body_limit_with_and_without_content_length(
-    server_factory: ServerFactory, iris_joblib: Path
-) -> None:
+def test_inference_body_limit_with_and_without_content_length(server_factory: ServerFactory, iris_joblib: Path) -> None:
     server = server_factory(args=[str(iris_joblib)], env={"FERRYMAN_MAX_REQUEST_BYTES": "2000"})
     big = {"inputs": [{"name": "input", "datatype": "FP64", "shape": [200, 4], "data": [1.0] * 800}]}
     assert_error(httpx.post(f"{server.url}/v2/models/iris/infer", json=big), 413, "2000 bytes")
@@ -170,9 +161,7 @@ def test_inference_body_limit_with_and_without_content_length(
 
 
 @pytest.mark.parametrize("bad_name", ["../etc", "a/b", ".hidden", "x" * 200])
-def test_invalid_model_names_are_refused(
-    server_factory: ServerFactory, iris_joblib: Path, bad_name: str
-) -> None:
+def test_invalid_model_names_are_refused(server_factory: ServerFactory, iris_joblib: Path, bad_name: str) -> None:
     server = server_factory()
     files = {"artifact": ("iris.joblib", iris_joblib.read_bytes())}
     response = httpx.post(f"{server.url}/api/v1/models/{bad_name}/versions", files=files)

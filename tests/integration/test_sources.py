@@ -31,14 +31,10 @@ def cancer() -> tuple[np.ndarray, np.ndarray]:
     return features[:200, :8].astype(np.float32), labels[:200]
 
 
-def v2_infer(
-    url: str, model: str, name: str, datatype: str, rows: np.ndarray, version: str | None = None
-) -> dict:
+def v2_infer(url: str, model: str, name: str, datatype: str, rows: np.ndarray, version: str | None = None) -> dict:
     path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "") + "/infer"
     document = {
-        "inputs": [
-            {"name": name, "datatype": datatype, "shape": list(rows.shape), "data": rows.ravel().tolist()}
-        ]
+        "inputs": [{"name": name, "datatype": datatype, "shape": list(rows.shape), "data": rows.ravel().tolist()}]
     }
     response = httpx.post(url + path, json=document, timeout=30)
     assert response.status_code == 200, response.text
@@ -52,9 +48,7 @@ def test_each_runtime_serves_the_same_predictions_as_in_process(
     rows = features[:16]
     url = ferryman_server.url
 
-    booster = xgboost.train(
-        {"objective": "binary:logistic", "max_depth": 3}, xgboost.DMatrix(features, labels), 10
-    )
+    booster = xgboost.train({"objective": "binary:logistic", "max_depth": 3}, xgboost.DMatrix(features, labels), 10)
     for suffix in ("json", "ubj"):
         booster.save_model(tmp_path / f"xgb.{suffix}")
         created = push(url, f"xgb-{suffix}", tmp_path / f"xgb.{suffix}")["version"]
@@ -119,18 +113,12 @@ def test_push_with_a_sample_infers_the_signature(ferryman_server: ServerProcess,
     assert_error(response, 400, "shape [1, 2]", "[-1, 3]")
 
 
-def test_bad_pushes_are_refused_and_nothing_is_registered(
-    ferryman_server: ServerProcess, tmp_path: Path
-) -> None:
+def test_bad_pushes_are_refused_and_nothing_is_registered(ferryman_server: ServerProcess, tmp_path: Path) -> None:
     url = ferryman_server.url
     (tmp_path / "notes.txt").write_text("not a model")
-    response = httpx.post(
-        f"{url}/api/v1/models/bad/versions", files={"artifact": ("notes.txt", b"not a model")}
-    )
+    response = httpx.post(f"{url}/api/v1/models/bad/versions", files={"artifact": ("notes.txt", b"not a model")})
     assert_error(response, 400, "notes.txt")
-    response = httpx.post(
-        f"{url}/api/v1/models/bad/versions", files={"artifact": ("broken.onnx", b"\x00garbage")}
-    )
+    response = httpx.post(f"{url}/api/v1/models/bad/versions", files={"artifact": ("broken.onnx", b"\x00garbage")})
     assert_error(response, 500, "broken.onnx")
     response = httpx.post(
         f"{url}/api/v1/models/bad/versions",
@@ -178,11 +166,7 @@ def test_repository_folder_is_served_and_new_versions_are_picked_up(
     assert (
         httpx.post(
             f"{server.url}/v2/models/flowers/infer",
-            json={
-                "inputs": [
-                    {"name": "input", "datatype": "FP64", "shape": [1, 4], "data": row.ravel().tolist()}
-                ]
-            },
+            json={"inputs": [{"name": "input", "datatype": "FP64", "shape": [1, 4], "data": row.ravel().tolist()}]},
         ).json()["model_version"]
         == "1"
     )
@@ -190,19 +174,13 @@ def test_repository_folder_is_served_and_new_versions_are_picked_up(
     assert listed["source"] == "repository" and listed["description"] == "iris from a folder"
 
     (repo / "flowers" / "2").mkdir()
-    joblib.dump(
-        LogisticRegression(C=0.05, max_iter=300).fit(*iris_data), repo / "flowers" / "2" / "model.joblib"
-    )
+    joblib.dump(LogisticRegression(C=0.05, max_iter=300).fit(*iris_data), repo / "flowers" / "2" / "model.joblib")
     deadline = time.monotonic() + 30
     served_version = None
     while time.monotonic() < deadline:
         served_version = httpx.post(
             f"{server.url}/v2/models/flowers/infer",
-            json={
-                "inputs": [
-                    {"name": "input", "datatype": "FP64", "shape": [1, 4], "data": row.ravel().tolist()}
-                ]
-            },
+            json={"inputs": [{"name": "input", "datatype": "FP64", "shape": [1, 4], "data": row.ravel().tolist()}]},
         ).json()["model_version"]
         if served_version == "2":
             break

@@ -70,9 +70,7 @@ def test_datatypes_round_trip_through_the_triton_client(
     for binary in (False, True):
         tensor = triton.InferInput("t", list(array.shape), datatype)
         tensor.set_data_from_numpy(array, binary_data=binary)
-        result = client.infer(
-            "echo", [tensor], outputs=[triton.InferRequestedOutput("t_out", binary_data=binary)]
-        )
+        result = client.infer("echo", [tensor], outputs=[triton.InferRequestedOutput("t_out", binary_data=binary)])
         returned = result.as_numpy("t_out")
         assert returned is not None
         if datatype == "BYTES" and not binary:

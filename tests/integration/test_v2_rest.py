@@ -76,9 +76,7 @@ def client(server: ServerProcess) -> Iterator[httpx.Client]:
         yield http
 
 
-def infer(
-    client: httpx.Client, model: str, document: dict, path_version: str | None = None
-) -> httpx.Response:
+def infer(client: httpx.Client, model: str, document: dict, path_version: str | None = None) -> httpx.Response:
     path = f"/v2/models/{model}" + (f"/versions/{path_version}" if path_version else "") + "/infer"
     return client.post(path, content=orjson.dumps(document), headers={"content-type": "application/json"})
 
@@ -190,14 +188,10 @@ def test_flat_data_and_requested_outputs(client: httpx.Client) -> None:
 @pytest.mark.parametrize("datatype", sorted(NUMERIC_DTYPES))
 def test_every_numeric_datatype_round_trips_in_json_and_binary(client: httpx.Client, datatype: str) -> None:
     dtype = NUMERIC_DTYPES[datatype]
-    array = (
-        (np.arange(6) % 2).astype(dtype) if datatype == "BOOL" else np.arange(6).astype(dtype).reshape(2, 3)
-    )
+    array = (np.arange(6) % 2).astype(dtype) if datatype == "BOOL" else np.arange(6).astype(dtype).reshape(2, 3)
     array = array.reshape(2, 3)
     data = array.tolist()
-    response = infer(
-        client, "echo", {"inputs": [{"name": "t", "datatype": datatype, "shape": [2, 3], "data": data}]}
-    )
+    response = infer(client, "echo", {"inputs": [{"name": "t", "datatype": datatype, "shape": [2, 3], "data": data}]})
     assert response.status_code == 200, response.text
     out = response.json()["outputs"][0]
     assert (out["name"], out["datatype"], out["shape"]) == ("t_out", datatype, [2, 3])
@@ -260,9 +254,7 @@ def test_bytes_and_bf16_datatypes(client: httpx.Client) -> None:
         client,
         "echo",
         {
-            "inputs": [
-                {"name": "b", "datatype": "BF16", "shape": [2], "parameters": {"binary_data_size": 4}}
-            ],
+            "inputs": [{"name": "b", "datatype": "BF16", "shape": [2], "parameters": {"binary_data_size": 4}}],
         },
         bf16,
     )
@@ -337,9 +329,7 @@ def test_unknown_model_and_version(client: httpx.Client) -> None:
     document = {"inputs": [{"name": "input", "datatype": "FP64", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
     assert_error(infer(client, "nope", document), 404, "model 'nope' not found")
     assert_error(infer(client, "iris", document, path_version="7"), 404, "no version 7")
-    assert_error(
-        infer(client, "iris", document, path_version="staging"), 404, "no version or alias 'staging'"
-    )
+    assert_error(infer(client, "iris", document, path_version="staging"), 404, "no version or alias 'staging'")
 
 
 @pytest.mark.parametrize(
@@ -382,9 +372,7 @@ def test_unknown_model_and_version(client: httpx.Client) -> None:
         ),
     ],
 )
-def test_invalid_inputs_are_named(
-    client: httpx.Client, inputs: list, status: int, fragments: list[str]
-) -> None:
+def test_invalid_inputs_are_named(client: httpx.Client, inputs: list, status: int, fragments: list[str]) -> None:
     assert_error(infer(client, "iris", {"inputs": inputs}), status, *fragments)
 
 
@@ -408,18 +396,14 @@ def test_nan_is_refused_where_the_signature_forbids_it(client: httpx.Client) -> 
     body = json.dumps(
         {"inputs": [{"name": "input", "datatype": "FP64", "shape": [1, 4], "data": [1, float("nan"), 3, 4]}]}
     )
-    response = client.post(
-        "/v2/models/iris/infer", content=body, headers={"content-type": "application/json"}
-    )
+    response = client.post("/v2/models/iris/infer", content=body, headers={"content-type": "application/json"})
     assert_error(response, 400, "'input' contains NaN")
     raw = np.array([[1, np.nan, 3, 4]], dtype="<f8").tobytes()
     response = binary_request(
         client,
         "iris",
         {
-            "inputs": [
-                {"name": "input", "datatype": "FP64", "shape": [1, 4], "parameters": {"binary_data_size": 32}}
-            ],
+            "inputs": [{"name": "input", "datatype": "FP64", "shape": [1, 4], "parameters": {"binary_data_size": 32}}],
         },
         raw,
     )
@@ -427,19 +411,13 @@ def test_nan_is_refused_where_the_signature_forbids_it(client: httpx.Client) -> 
 
 
 def test_bytes_tensor_given_numbers(client: httpx.Client) -> None:
-    response = infer(
-        client, "echo", {"inputs": [{"name": "s", "datatype": "BYTES", "shape": [2], "data": [1, 2]}]}
-    )
+    response = infer(client, "echo", {"inputs": [{"name": "s", "datatype": "BYTES", "shape": [2], "data": [1, 2]}]})
     assert_error(response, 400, "'s'", "BYTES data must be strings")
 
 
 def test_binary_header_length_that_disagrees_with_the_body(client: httpx.Client) -> None:
     header = orjson.dumps(
-        {
-            "inputs": [
-                {"name": "input", "datatype": "FP64", "shape": [1, 4], "parameters": {"binary_data_size": 32}}
-            ]
-        }
+        {"inputs": [{"name": "input", "datatype": "FP64", "shape": [1, 4], "parameters": {"binary_data_size": 32}}]}
     )
     body = header + np.zeros(4, "<f8").tobytes()
     for bad_length, fragment in [

@@ -121,9 +121,7 @@ def test_round_trip(tmp_path: Path) -> None:
         (link_member("fifo", tarfile.FIFOTYPE), r"'fifo' is a device or FIFO"),
     ],
 )
-def test_unsafe_members_are_refused(
-    tmp_path: Path, member: tuple[tarfile.TarInfo, bytes | None], message: str
-) -> None:
+def test_unsafe_members_are_refused(tmp_path: Path, member: tuple[tarfile.TarInfo, bytes | None], message: str) -> None:
     archive = write_tar(tmp_path / "evil.tar", file_member("model.py"), member)
     out = tmp_path / "sandbox" / "out"
     with pytest.raises(InvalidInput, match=message):
@@ -156,11 +154,7 @@ _names = st.text(alphabet="abcXYZ019_-.", min_size=1, max_size=8).filter(lambda 
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(
-    files=st.dictionaries(
-        st.lists(_names, min_size=1, max_size=3).map(tuple), st.binary(max_size=64), max_size=6
-    )
-)
+@given(files=st.dictionaries(st.lists(_names, min_size=1, max_size=3).map(tuple), st.binary(max_size=64), max_size=6))
 def test_pack_extract_round_trip_property(
     tmp_path_factory: pytest.TempPathFactory, files: dict[tuple[str, ...], bytes]
 ) -> None:

@@ -138,9 +138,7 @@ def test_not_found_messages(registry: RegistryService) -> None:
 def test_invalid_names_are_refused_and_the_staged_file_dropped(registry: RegistryService) -> None:
     staged = stage(registry, b"x")
     with pytest.raises(InvalidInput, match=r"invalid model name 'bad/name'"):
-        registry.register_version(
-            "bad/name", staged, framework="sklearn", signature=SIGNATURE, runtime_config={}
-        )
+        registry.register_version("bad/name", staged, framework="sklearn", signature=SIGNATURE, runtime_config={})
     assert not staged.path.exists()
     push(registry, "churn", b"x")
     with pytest.raises(InvalidInput, match=r"invalid alias name 'Prod'"):
@@ -292,9 +290,7 @@ def test_change_event_kind_is_checked() -> None:
         ChangeEvent("model_renamed", "churn")
 
 
-def test_a_second_service_on_the_same_database_sees_changes(
-    registry: RegistryService, tmp_path: Path
-) -> None:
+def test_a_second_service_on_the_same_database_sees_changes(registry: RegistryService, tmp_path: Path) -> None:
     other = open_registry(tmp_path / "home")
     before = other.revision()
     push(registry, "churn", b"v1")

@@ -149,9 +149,7 @@ def test_sklearn_rejects_unknown_output_option(tmp_path: Path, iris: Any) -> Non
     joblib.dump(LogisticRegression(max_iter=500).fit(X, y), tmp_path / "model.joblib")
 
     with pytest.raises(InvalidInput, match="decision_function"):
-        load_runtime(
-            tmp_path / "model.joblib", None, RuntimeConfig(options={"outputs": ["decision_function"]})
-        )
+        load_runtime(tmp_path / "model.joblib", None, RuntimeConfig(options={"outputs": ["decision_function"]}))
 
 
 def test_sklearn_file_without_an_estimator_fails_naming_it(tmp_path: Path) -> None:
@@ -237,9 +235,7 @@ def _iris_onnx(path: Path, iris: Any, **options: Any) -> Any:
 
     X, y = iris
     clf = LogisticRegression(max_iter=500).fit(X, y)
-    onx = convert_sklearn(
-        clf, initial_types=[("input", FloatTensorType([None, 4]))], options=options, target_opset=17
-    )
+    onx = convert_sklearn(clf, initial_types=[("input", FloatTensorType([None, 4]))], options=options, target_opset=17)
     path.write_bytes(onx.SerializeToString())
     return clf
 
@@ -298,9 +294,7 @@ def test_onnx_string_and_bool_tensors(tmp_path: Path) -> None:
         inputs=(TensorSpec("text", "BYTES", (-1,)), TensorSpec("flags", "BOOL", (-1, 2))),
         outputs=(TensorSpec("same", "BYTES", (-1,)), TensorSpec("negated", "BOOL", (-1, 2))),
     )
-    out = runtime.predict(
-        {"text": np.array([b"ferry", b"man"], dtype=object), "flags": np.array([[True, False]] * 2)}
-    )
+    out = runtime.predict({"text": np.array([b"ferry", b"man"], dtype=object), "flags": np.array([[True, False]] * 2)})
     assert list(out["same"]) == ["ferry", "man"]
     np.testing.assert_array_equal(out["negated"], [[False, True]] * 2)
 

@@ -70,27 +70,19 @@ def test_binary_round_trip_of_every_numeric_datatype(datatype: str, data: st.Dat
 
 def test_bytes_tensors_in_json_and_binary() -> None:
     words = [b"alpha", b"", "żółw".encode()]
-    body = orjson.dumps(
-        {"inputs": [{"name": "s", "datatype": "BYTES", "shape": [3], "data": ["alpha", "", "żółw"]}]}
-    )
+    body = orjson.dumps({"inputs": [{"name": "s", "datatype": "BYTES", "shape": [3], "data": ["alpha", "", "żółw"]}]})
     assert list(decode_request(body, None, "m", None).inputs["s"]) == words
     packed = b"".join(struct.pack("<I", len(w)) + w for w in words)
     header = {
-        "inputs": [
-            {"name": "s", "datatype": "BYTES", "shape": [3], "parameters": {"binary_data_size": len(packed)}}
-        ]
+        "inputs": [{"name": "s", "datatype": "BYTES", "shape": [3], "parameters": {"binary_data_size": len(packed)}}]
     }
     raw, length = binary_body(header, packed)
     assert list(decode_request(raw, length, "m", None).inputs["s"]) == words
 
     array = np.array(words, dtype=object)
-    payload, header_length = encode_response(
-        InferenceResponse("m", "1", {"s": array}, {"s": "BYTES"}), {"s"}, False
-    )
+    payload, header_length = encode_response(InferenceResponse("m", "1", {"s": array}, {"s": "BYTES"}), {"s"}, False)
     assert header_length is not None and payload[header_length:] == packed
-    payload, header_length = encode_response(
-        InferenceResponse("m", "1", {"s": array}, {"s": "BYTES"}), None, False
-    )
+    payload, header_length = encode_response(InferenceResponse("m", "1", {"s": array}, {"s": "BYTES"}), None, False)
     assert header_length is None
     assert orjson.loads(payload)["outputs"][0]["data"] == ["alpha", "", "żółw"]
 
@@ -98,9 +90,7 @@ def test_bytes_tensors_in_json_and_binary() -> None:
 def test_bf16_is_widened_to_float32() -> None:
     values = np.array([1.0, -2.5, 3.140625], dtype=np.float32)
     bf16 = (values.view(np.uint32) >> 16).astype("<u2").tobytes()
-    header = {
-        "inputs": [{"name": "x", "datatype": "BF16", "shape": [3], "parameters": {"binary_data_size": 6}}]
-    }
+    header = {"inputs": [{"name": "x", "datatype": "BF16", "shape": [3], "parameters": {"binary_data_size": 6}}]}
     body, length = binary_body(header, bf16)
     request = decode_request(body, length, "m", None)
     np.testing.assert_array_equal(request.inputs["x"], values)
@@ -168,9 +158,7 @@ def test_raw_binary_request_is_a_batch_of_one() -> None:
             "BYTES data must be strings",
         ),
         (
-            orjson.dumps(
-                {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 2], "data": [[1, 2], [3]]}]}
-            ),
+            orjson.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 2], "data": [[1, 2], [3]]}]}),
             None,
             "ragged",
         ),
@@ -200,9 +188,7 @@ def test_malformed_requests_name_the_problem(body: bytes, header_length: int | N
 
 
 def test_binary_lengths_that_disagree_with_the_body_are_refused() -> None:
-    header = {
-        "inputs": [{"name": "x", "datatype": "FP32", "shape": [2], "parameters": {"binary_data_size": 8}}]
-    }
+    header = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2], "parameters": {"binary_data_size": 8}}]}
     body, length = binary_body(header, b"\0" * 8)
     with pytest.raises(InvalidInput, match="Inference-Header-Content-Length"):
         decode_request(body, len(body) + 1, "m", None)
@@ -217,17 +203,13 @@ def test_binary_lengths_that_disagree_with_the_body_are_refused() -> None:
 
 
 def test_python_json_nan_tokens_are_accepted_so_validation_can_name_them() -> None:
-    body = json.dumps(
-        {"inputs": [{"name": "x", "datatype": "FP64", "shape": [2], "data": [1.0, float("nan")]}]}
-    )
+    body = json.dumps({"inputs": [{"name": "x", "datatype": "FP64", "shape": [2], "data": [1.0, float("nan")]}]})
     array = decode_request(body.encode(), None, "m", None).inputs["x"]
     assert np.isnan(array[1])
 
 
 def test_uint64_values_beyond_int64_keep_their_precision() -> None:
-    body = orjson.dumps(
-        {"inputs": [{"name": "x", "datatype": "UINT64", "shape": [2], "data": [2**64 - 1, 7]}]}
-    )
+    body = orjson.dumps({"inputs": [{"name": "x", "datatype": "UINT64", "shape": [2], "data": [2**64 - 1, 7]}]})
     array = decode_request(body, None, "m", None).inputs["x"]
     assert array.dtype == np.uint64 and array.tolist() == [2**64 - 1, 7]
     body = orjson.dumps({"inputs": [{"name": "x", "datatype": "INT64", "shape": [1], "data": [2**63]}]})

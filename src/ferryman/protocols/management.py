@@ -126,9 +126,7 @@ class ManagementApi:
         async def show_model(name: str = NAME) -> Response:
             model = self._manager.model(name)
             document = self.describe_model(model)
-            document["versions"] = [
-                self.describe_version(model, model.versions[v]) for v in sorted(model.versions)
-            ]
+            document["versions"] = [self.describe_version(model, model.versions[v]) for v in sorted(model.versions)]
             return _json(document)
 
         @api.delete("/models/{name}", status_code=204, summary="Delete a model and all its versions")
@@ -141,11 +139,7 @@ class ManagementApi:
         async def list_versions(name: str = NAME) -> Response:
             model = self._manager.model(name)
             return _json(
-                {
-                    "versions": [
-                        self.describe_version(model, model.versions[v]) for v in sorted(model.versions)
-                    ]
-                }
+                {"versions": [self.describe_version(model, model.versions[v]) for v in sorted(model.versions)]}
             )
 
         @api.post(
@@ -217,9 +211,7 @@ class ManagementApi:
         if declared is not None and declared.isdigit() and int(declared) > self._max_upload:
             raise PayloadTooLarge(f"upload of {declared} bytes exceeds the limit of {self._max_upload} bytes")
         if self._manager.has_repository_model(name):
-            raise Conflict(
-                f"model '{name}' is served from a read-only repository folder; push under another name"
-            )
+            raise Conflict(f"model '{name}' is served from a read-only repository folder; push under another name")
         try:
             form = await request.form(max_files=2, max_fields=4)
         except ClientDisconnect:
@@ -239,9 +231,7 @@ class ManagementApi:
                 sample_path = sample_dir / Path(sample.filename or "sample.csv").name
                 await self._blocking(_copy_to, sample.file, sample_path)
             staged = await self._blocking(
-                lambda: self._artifacts.stage(
-                    artifact.file, artifact.filename or "", max_bytes=self._max_upload
-                )
+                lambda: self._artifacts.stage(artifact.file, artifact.filename or "", max_bytes=self._max_upload)
             )
             intake = IntakeRequest(
                 name=name,
@@ -257,9 +247,7 @@ class ManagementApi:
                 shutil.rmtree(sample_dir, ignore_errors=True)
         await self._sync.refresh()
         model, entry = self._entry(name, record.version)
-        return _json(
-            {"created": created, "version": self.describe_version(model, entry)}, 201 if created else 200
-        )
+        return _json({"created": created, "version": self.describe_version(model, entry)}, 201 if created else 200)
 
     @staticmethod
     def _metadata(raw: Any) -> dict[str, Any]:

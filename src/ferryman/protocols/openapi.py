@@ -167,9 +167,7 @@ def install_v2_openapi(app: FastAPI) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = get_openapi(
-                title=app.title, version=app.version, description=app.description, routes=app.routes
-            )
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
             schema["paths"] = {**_paths(), **schema.get("paths", {})}
             schema.setdefault("components", {}).setdefault("schemas", {}).update(_SCHEMAS)
             app.openapi_schema = schema

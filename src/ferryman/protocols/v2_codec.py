@@ -48,9 +48,7 @@ def decode_request(
         binary = memoryview(b"")
     else:
         if header_length < 0 or header_length > len(body):
-            raise InvalidInput(
-                f"Inference-Header-Content-Length is {header_length} but the body has {len(body)} bytes"
-            )
+            raise InvalidInput(f"Inference-Header-Content-Length is {header_length} but the body has {len(body)} bytes")
         view = memoryview(body)
         document = _parse_json(view[:header_length])
         binary = view[header_length:]
@@ -124,8 +122,7 @@ def decode_raw_binary_request(
         variable = [i for i, d in enumerate(dims) if d == -1]
         if len(variable) > 1:
             raise InvalidInput(
-                f"input '{spec.name}' has more than one variable dimension; "
-                "a raw binary request needs a JSON header"
+                f"input '{spec.name}' has more than one variable dimension; a raw binary request needs a JSON header"
             )
         itemsize = DATATYPES[spec.datatype].itemsize if spec.datatype != "BF16" else 2
         fixed = math.prod(d for d in dims if d != -1) * itemsize
@@ -156,9 +153,7 @@ def _input_header(raw: Any, position: int) -> tuple[str, str, tuple[int, ...], d
     if not isinstance(datatype, str) or datatype not in DATATYPES:
         raise InvalidInput(f"input '{name}': datatype {datatype!r} is not one of {', '.join(DATATYPES)}")
     shape = raw.get("shape")
-    if not isinstance(shape, list) or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
-    ):
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
         raise InvalidInput(f"input '{name}': shape must be a list of non-negative integers")
     return name, datatype, tuple(shape), _parameters(raw.get("parameters"), f"input '{name}' parameters")
 
@@ -200,9 +195,7 @@ def _tensor_from_json(name: str, datatype: str, shape: tuple[int, ...], data: An
         try:
             array = np.asarray(data)
         except ValueError:
-            raise InvalidInput(
-                f"input '{name}': data is ragged (nested lists of different lengths)"
-            ) from None
+            raise InvalidInput(f"input '{name}': data is ragged (nested lists of different lengths)") from None
         kind = array.dtype.kind
         target = DATATYPES[datatype]
         if kind in "fO" and target.kind in _INTEGER_KINDS:
@@ -218,9 +211,7 @@ def _tensor_from_json(name: str, datatype: str, shape: tuple[int, ...], data: An
                 raise InvalidInput(f"input '{name}': a value is out of range for {datatype}")
         array = array.astype(target, copy=False)
     if array.size != count:
-        raise InvalidInput(
-            f"input '{name}': shape {list(shape)} needs {count} elements but data has {array.size}"
-        )
+        raise InvalidInput(f"input '{name}': shape {list(shape)} needs {count} elements but data has {array.size}")
     return array.reshape(shape)
 
 
@@ -263,9 +254,7 @@ def _flatten_strings(name: str, data: Any) -> list[bytes]:
     return out
 
 
-def _tensor_from_binary(
-    name: str, datatype: str, shape: tuple[int, ...], raw: memoryview
-) -> np.ndarray[Any, Any]:
+def _tensor_from_binary(name: str, datatype: str, shape: tuple[int, ...], raw: memoryview) -> np.ndarray[Any, Any]:
     count = math.prod(shape)
     if datatype == "BYTES":
         return _bytes_tensor_from_binary(name, shape, count, raw)
@@ -284,9 +273,7 @@ def _tensor_from_binary(
     return np.frombuffer(raw, dtype=DATATYPES[datatype].newbyteorder("<")).reshape(shape)
 
 
-def _bytes_tensor_from_binary(
-    name: str, shape: tuple[int, ...], count: int, raw: memoryview
-) -> np.ndarray[Any, Any]:
+def _bytes_tensor_from_binary(name: str, shape: tuple[int, ...], count: int, raw: memoryview) -> np.ndarray[Any, Any]:
     array: np.ndarray[Any, Any] = np.empty(count, dtype=object)
     position = 0
     for index in range(count):
@@ -299,9 +286,7 @@ def _bytes_tensor_from_binary(
         array[index] = bytes(raw[position : position + length])
         position += length
     if position != len(raw):
-        raise InvalidInput(
-            f"input '{name}': {len(raw) - position} trailing bytes after {count} BYTES elements"
-        )
+        raise InvalidInput(f"input '{name}': {len(raw) - position} trailing bytes after {count} BYTES elements")
     return array.reshape(shape)
 
 

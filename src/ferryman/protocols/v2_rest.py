@@ -126,9 +126,7 @@ class V2Routes:
             inference = decode_request(body, None, name, version)
         else:
             if not header.isdigit():
-                raise InvalidInput(
-                    f"Inference-Header-Content-Length must be a non-negative integer, got {header!r}"
-                )
+                raise InvalidInput(f"Inference-Header-Content-Length must be a non-negative integer, got {header!r}")
             length = int(header)
             if length == 0:
                 _, signature = await self._handler.signature(name, version)
@@ -141,9 +139,7 @@ class V2Routes:
             else:
                 inference = decode_request(body, length, name, version)
         response = await self._handler.infer(inference)
-        payload, header_length = encode_response(
-            response, inference.binary_outputs, inference.all_outputs_binary
-        )
+        payload, header_length = encode_response(response, inference.binary_outputs, inference.all_outputs_binary)
         if header_length is None:
             return Response(payload, media_type=_JSON)
         return Response(

@@ -104,9 +104,7 @@ class ArtifactStore:
                 while chunk := source.read(_CHUNK):
                     size += len(chunk)
                     if size > max_bytes:
-                        raise PayloadTooLarge(
-                            f"artifact {filename} exceeds the upload limit of {max_bytes} bytes"
-                        )
+                        raise PayloadTooLarge(f"artifact {filename} exceeds the upload limit of {max_bytes} bytes")
                     digest.update(chunk)
                     out.write(chunk)
                 out.flush()
@@ -156,9 +154,7 @@ class ArtifactStore:
         """Remove a staged artifact that will not be published."""
         staged.path.unlink(missing_ok=True)
 
-    def materialize(
-        self, sha256: str, filename: str, *, max_unpacked_bytes: int = _DEFAULT_MAX_UNPACKED
-    ) -> Path:
+    def materialize(self, sha256: str, filename: str, *, max_unpacked_bytes: int = _DEFAULT_MAX_UNPACKED) -> Path:
         """Verify the blob against ``sha256`` and return a loadable path.
 
         A ``.tar`` is unpacked once into ``unpacked/<sha256>/`` and that folder is returned;
@@ -173,9 +169,7 @@ class ArtifactStore:
                 f"artifact {filename} failed verification: expected sha256 {sha256}, but the file is missing"
             ) from None
         if actual != sha256:
-            raise ModelFailed(
-                f"artifact {filename} failed verification: expected sha256 {sha256}, got {actual}"
-            )
+            raise ModelFailed(f"artifact {filename} failed verification: expected sha256 {sha256}, got {actual}")
         if not filename.endswith(".tar"):
             return blob
         folder = self._unpacked / sha256

@@ -50,9 +50,7 @@ class ModelIntake:
         try:
             validate_model_name(request.name)
             if request.framework is not None and request.framework not in FRAMEWORKS:
-                raise InvalidInput(
-                    f"unknown framework '{request.framework}'; expected one of {', '.join(FRAMEWORKS)}"
-                )
+                raise InvalidInput(f"unknown framework '{request.framework}'; expected one of {', '.join(FRAMEWORKS)}")
             existing = self._registry.find_by_sha(request.name, staged.sha256)
             if existing is not None:
                 self._artifacts.discard(staged)

@@ -43,9 +43,7 @@ def model_row(conn: Connection, name: str) -> Row[Any]:
 
 def version_row(conn: Connection, model: Row[Any], version: int) -> Row[Any]:
     """The ``versions`` row numbered ``version`` of ``model``; NotFound if there is none."""
-    row = conn.execute(
-        select(versions).where(versions.c.model_id == model.id, versions.c.number == version)
-    ).first()
+    row = conn.execute(select(versions).where(versions.c.model_id == model.id, versions.c.number == version)).first()
     if row is None:
         raise NotFound(f"model '{model.name}' has no version {version}")
     return row

@@ -120,9 +120,7 @@ class ModelRepository:
                     warnings.add(f"skipping {model_dir}: {exc}")
                     continue
                 if name in origin:
-                    warnings.add(
-                        f"skipping {model_dir}: model '{name}' is already served from {origin[name]}"
-                    )
+                    warnings.add(f"skipping {model_dir}: model '{name}' is already served from {origin[name]}")
                     continue
                 try:
                     versions = self._scan_model(name, model_dir, seen_files, warnings)

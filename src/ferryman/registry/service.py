@@ -101,9 +101,7 @@ class RegistryService:
         """A model's versions in ascending order; NotFound if the model is unknown."""
         with self._engine.connect() as conn:
             model = queries.model_row(conn, name)
-            rows = conn.execute(
-                select(versions).where(versions.c.model_id == model.id).order_by(versions.c.number)
-            )
+            rows = conn.execute(select(versions).where(versions.c.model_id == model.id).order_by(versions.c.number))
             return [queries.version_record(model.name, row) for row in rows]
 
     def get_version(self, name: str, version: int) -> VersionRecord:
@@ -294,9 +292,7 @@ class RegistryService:
                 model = queries.model_row(conn, name)
                 queries.version_row(conn, model, version)
                 previous = conn.execute(
-                    select(aliases.c.version_number).where(
-                        aliases.c.model_id == model.id, aliases.c.name == alias
-                    )
+                    select(aliases.c.version_number).where(aliases.c.model_id == model.id, aliases.c.name == alias)
                 ).scalar_one_or_none()
                 if previous == version:
                     raise _Unchanged(previous)
@@ -306,9 +302,7 @@ class RegistryService:
                     conn.execute(insert(aliases).values(model_id=model.id, name=alias, **fields))
                 else:
                     conn.execute(
-                        update(aliases)
-                        .where(aliases.c.model_id == model.id, aliases.c.name == alias)
-                        .values(**fields)
+                        update(aliases).where(aliases.c.model_id == model.id, aliases.c.name == alias).values(**fields)
                     )
                 self._record_history(conn, model.id, alias, previous, version, changed_by, now)
         except _Unchanged as unchanged:
@@ -322,9 +316,7 @@ class RegistryService:
         with store.write_transaction(self._engine) as conn:
             model = queries.model_row(conn, name)
             previous = conn.execute(
-                select(aliases.c.version_number).where(
-                    aliases.c.model_id == model.id, aliases.c.name == alias
-                )
+                select(aliases.c.version_number).where(aliases.c.model_id == model.id, aliases.c.name == alias)
             ).scalar_one_or_none()
             if previous is None:
                 raise NotFound(f"model '{name}' has no alias '{alias}'")

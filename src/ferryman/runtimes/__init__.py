@@ -65,9 +65,7 @@ def create_runtime(framework: str) -> Runtime:
     try:
         module_name, class_name, needs, extra = _RUNTIMES[framework]
     except KeyError:
-        raise InvalidInput(
-            f"unknown framework {framework!r}; expected one of {', '.join(FRAMEWORKS)}"
-        ) from None
+        raise InvalidInput(f"unknown framework {framework!r}; expected one of {', '.join(FRAMEWORKS)}") from None
     try:
         # Import the framework's packages here, every time, so a missing package is reported
         # even when the runtime module itself was imported earlier.
@@ -103,9 +101,7 @@ def resolve_artifact(path: Path, framework: str) -> Path:
     found = [file for file, kind in _artifact_files(path) if kind == framework]
     if len(found) != 1:
         names = ", ".join(file.name for file in found) or "none"
-        raise InvalidInput(
-            f"folder {path.name} must hold exactly one {framework} artifact file, found: {names}"
-        )
+        raise InvalidInput(f"folder {path.name} must hold exactly one {framework} artifact file, found: {names}")
     return found[0]
 
 

@@ -67,9 +67,7 @@ class CustomRuntime:
         name = type(self._model).__name__
         result = self._model.predict(inputs)
         if not isinstance(result, dict):
-            raise TypeError(
-                f"{name}.predict returned {type(result).__name__}, expected a dict of name → array"
-            )
+            raise TypeError(f"{name}.predict returned {type(result).__name__}, expected a dict of name → array")
         outputs: dict[str, np.ndarray[Any, Any]] = {}
         for key, value in result.items():
             if not isinstance(key, str):

@@ -52,9 +52,7 @@ class OnnxRuntime:
         options.inter_op_num_threads = 1
         if config.threads:
             options.intra_op_num_threads = config.threads
-        session = onnxruntime.InferenceSession(
-            str(path), sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        session = onnxruntime.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
         inputs = []
         for node in session.get_inputs():
             spec = _spec(node)
@@ -94,9 +92,7 @@ def _spec(node: Any) -> TensorSpec | None:
 
 def _cast(array: np.ndarray[Any, Any], datatype: str) -> np.ndarray[Any, Any]:
     if datatype == "BYTES":
-        if array.dtype.kind == "S" or (
-            array.dtype.kind == "O" and any(isinstance(v, bytes) for v in array.flat)
-        ):
+        if array.dtype.kind == "S" or (array.dtype.kind == "O" and any(isinstance(v, bytes) for v in array.flat)):
             # ONNX Runtime takes str elements for tensor(string); V2 BYTES may arrive as bytes.
             text = [v.decode() if isinstance(v, bytes) else str(v) for v in array.flat]
             return np.array(text, dtype=object).reshape(array.shape)

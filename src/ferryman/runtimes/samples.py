@@ -78,9 +78,7 @@ def _input_spec(base: TensorSpec | None, sample: np.ndarray[Any, Any]) -> Tensor
     return TensorSpec(base.name, datatype, _merge(base, sample.shape), allow_nan=base.allow_nan or has_nan)
 
 
-def _output_specs(
-    declared: tuple[TensorSpec, ...], results: dict[str, np.ndarray[Any, Any]]
-) -> tuple[TensorSpec, ...]:
+def _output_specs(declared: tuple[TensorSpec, ...], results: dict[str, np.ndarray[Any, Any]]) -> tuple[TensorSpec, ...]:
     if not declared:
         return tuple(_from_result(name, np.asarray(value)) for name, value in results.items())
     specs = []
@@ -102,8 +100,7 @@ def _merge(declared: TensorSpec, shape: tuple[int, ...]) -> tuple[int, ...]:
         return _batched(shape)
     if not declared.shape_matches(shape):
         raise InvalidInput(
-            f"the sample's {declared.name!r} has shape {list(shape)}, "
-            f"but the model declares {list(declared.shape)}"
+            f"the sample's {declared.name!r} has shape {list(shape)}, but the model declares {list(declared.shape)}"
         )
     return declared.shape
 

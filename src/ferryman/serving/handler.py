@@ -34,9 +34,7 @@ class InferenceHandler:
             self._check_requested(loaded, request.outputs)
         loaded.enter()
         try:
-            results = await asyncio.get_running_loop().run_in_executor(
-                self._executor, _predict, loaded, inputs
-            )
+            results = await asyncio.get_running_loop().run_in_executor(self._executor, _predict, loaded, inputs)
         finally:
             loaded.leave()
         outputs, datatypes = check_outputs(
@@ -62,14 +60,10 @@ class InferenceHandler:
             return
         for name in wanted:
             if name not in declared:
-                raise InvalidInput(
-                    f"unknown output '{name}': {loaded.label} has outputs {', '.join(declared)}"
-                )
+                raise InvalidInput(f"unknown output '{name}': {loaded.label} has outputs {', '.join(declared)}")
 
 
-def _predict(
-    loaded: LoadedVersion, inputs: dict[str, np.ndarray[Any, Any]]
-) -> dict[str, np.ndarray[Any, Any]]:
+def _predict(loaded: LoadedVersion, inputs: dict[str, np.ndarray[Any, Any]]) -> dict[str, np.ndarray[Any, Any]]:
     try:
         results = loaded.runtime.predict(inputs)
     except FerrymanError:

@@ -67,9 +67,7 @@ class LoadedVersion:
 class ModelManager:
     """Owns every loaded runtime in the process; all methods run on the event loop."""
 
-    def __init__(
-        self, catalog: Catalog, artifacts: ArtifactStore, executor: Executor, threads: int | None
-    ) -> None:
+    def __init__(self, catalog: Catalog, artifacts: ArtifactStore, executor: Executor, threads: int | None) -> None:
         self._catalog = catalog
         self._artifacts = artifacts
         self._executor = executor
@@ -232,9 +230,7 @@ class ModelManager:
             try:
                 await self.load(model.name, candidate)
             except FerrymanError as exc:
-                logger.error(
-                    "%s; %s keeps serving", exc.message, f"version {current}" if current else "nothing"
-                )
+                logger.error("%s; %s keeps serving", exc.message, f"version {current}" if current else "nothing")
                 continue
             self._serving_default[model.name] = candidate
             logger.info("model '%s' now serves version %s by default", model.name, candidate)

@@ -26,9 +26,7 @@ def _compatible(given: str, wanted: str) -> bool:
     return False
 
 
-def validate_inputs(
-    signature: Signature, request: InferenceRequest, label: str
-) -> dict[str, np.ndarray[Any, Any]]:
+def validate_inputs(signature: Signature, request: InferenceRequest, label: str) -> dict[str, np.ndarray[Any, Any]]:
     """Return the request's inputs cast to the signature's dtypes, or raise InvalidInput naming the field.
 
     ``label`` names the model and version in messages (e.g. ``model 'iris' version 2``).
@@ -44,14 +42,10 @@ def validate_inputs(
     for spec in signature.inputs:
         array = inputs.get(spec.name)
         if array is None:
-            raise InvalidInput(
-                f"missing input '{spec.name}': {label} expects {spec.datatype} {list(spec.shape)}"
-            )
+            raise InvalidInput(f"missing input '{spec.name}': {label} expects {spec.datatype} {list(spec.shape)}")
         given = request.declared_datatypes.get(spec.name) or datatype_of(array)
         if not _compatible(given, spec.datatype):
-            raise InvalidInput(
-                f"input '{spec.name}': datatype {given} does not match {label}'s {spec.datatype}"
-            )
+            raise InvalidInput(f"input '{spec.name}': datatype {given} does not match {label}'s {spec.datatype}")
         if not spec.shape_matches(array.shape):
             raise InvalidInput(
                 f"input '{spec.name}': shape {list(array.shape)} does not match {label}'s "
@@ -107,9 +101,7 @@ def check_outputs(
             and spec.shape[0] == -1
             and array.shape[0] != batch
         ):
-            raise ModelFailed(
-                f"{label} returned {array.shape[0]} rows for output '{name}' but got {batch} input rows"
-            )
+            raise ModelFailed(f"{label} returned {array.shape[0]} rows for output '{name}' but got {batch} input rows")
         outputs[name] = array
         datatypes[name] = datatype
     return outputs, datatypes
