@@ -28,7 +28,7 @@ class Slow(ferryman.Model):
         Path(os.environ["FERRYMAN_TEST_MARKER"]).write_text("loading")
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            time.sleep(0.05)
+            time.sleep(0.05)  # sync-ok: the model simulates a slow load
 
     def predict(self, inputs):
         return inputs
