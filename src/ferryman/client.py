@@ -12,10 +12,8 @@ Every non-2xx answer raises the matching :mod:`ferryman.errors` class carrying t
 from __future__ import annotations
 
 import io
-import json
-import struct
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,40 +26,16 @@ import numpy as np
 import orjson
 
 from ferryman import __version__
-from ferryman.errors import (
-    Conflict,
-    DeadlineExceeded,
-    FerrymanError,
-    Forbidden,
-    InvalidInput,
-    NotFound,
-    NotReady,
-    Overloaded,
-    PayloadTooLarge,
-    RuntimeUnavailable,
-    Unauthenticated,
-)
-from ferryman.tensors import DATATYPES, datatype_of, numpy_dtype
+from ferryman.client_codec import HEADER_LENGTH, Tensor, coerce, decode_response, encode_request
+from ferryman.client_errors import error_from_response
+from ferryman.errors import DeadlineExceeded, FerrymanError, InvalidInput
+from ferryman.tensors import datatype_of
 
 __all__ = ["Client", "InferResult", "ProgressCallback"]
 
 #: Called with (bytes sent, total bytes) while an artifact uploads.
 ProgressCallback = Callable[[int, int], None]
 
-_ERRORS_BY_STATUS: dict[int, type[FerrymanError]] = {
-    400: InvalidInput,
-    401: Unauthenticated,
-    403: Forbidden,
-    404: NotFound,
-    409: Conflict,
-    413: PayloadTooLarge,
-    429: Overloaded,
-    501: RuntimeUnavailable,
-    503: NotReady,
-    504: DeadlineExceeded,
-}
-
-_HEADER_LENGTH = "Inference-Header-Content-Length"
 #: Pushing and loading do real work on the server (hashing, signature inference, loading the
 #: model) after the bytes arrive, so they wait at least this long for the answer.
 _SLOW_READ_SECONDS = 600.0
@@ -137,14 +111,12 @@ class Client:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TimeoutException as exc:
-            raise DeadlineExceeded(
-                f"the server at {self.url} did not answer {method} {path} in time ({exc})"
-            ) from exc
+            raise DeadlineExceeded(f"the server at {self.url} did not answer {method} {path} in time ({exc})") from exc
         except httpx.TransportError as exc:
             raise FerrymanError(f"the server at {self.url} is not reachable ({exc})") from exc
         if response.is_success:
             return response
-        raise _error_from(response)
+        raise error_from_response(response)
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self._request(method, path, **kwargs)
@@ -329,68 +301,27 @@ class Client:
         both directions, which is faster and carries every datatype exactly.
         """
         tensors = self._input_tensors(name, version, inputs)
-        request: dict[str, Any] = {}
-        if request_id is not None:
-            request["id"] = request_id
-        request_parameters = dict(parameters or {})
-        if binary:
-            request_parameters["binary_data_output"] = True
-        if request_parameters:
-            request["parameters"] = request_parameters
-        if outputs is not None:
-            request["outputs"] = [
-                {"name": out, "parameters": {"binary_data": True}} if binary else {"name": out}
-                for out in outputs
-            ]
-        path = f"{_v2_path(name, version)}/infer"
-        if binary:
-            chunks: list[bytes] = []
-            request["inputs"] = []
-            for input_name, datatype, array in tensors:
-                raw = _to_binary(array, datatype)
-                chunks.append(raw)
-                request["inputs"].append(
-                    {
-                        "name": input_name,
-                        "shape": list(array.shape),
-                        "datatype": datatype,
-                        "parameters": {"binary_data_size": len(raw)},
-                    }
-                )
-            header = orjson.dumps(request)
-            response = self._request(
-                "POST",
-                path,
-                content=b"".join([header, *chunks]),
-                headers={"Content-Type": "application/octet-stream", _HEADER_LENGTH: str(len(header))},
-            )
-        else:
-            request["inputs"] = [
-                {
-                    "name": input_name,
-                    "shape": list(array.shape),
-                    "datatype": datatype,
-                    "data": _to_json(array),
-                }
-                for input_name, datatype, array in tensors
-            ]
-            response = self._request(
-                "POST",
-                path,
-                content=_json_body(request, [array for _, _, array in tensors]),
-                headers={"Content-Type": "application/json"},
-            )
-        return _decode_response(response)
+        body, headers = encode_request(
+            tensors, binary=binary, request_id=request_id, parameters=parameters, outputs=outputs
+        )
+        response = self._request("POST", f"{_v2_path(name, version)}/infer", content=body, headers=headers)
+        message, decoded = decode_response(response.content, response.headers.get(HEADER_LENGTH))
+        model_version = message.get("model_version")
+        return InferResult(
+            model_name=str(message.get("model_name", "")),
+            model_version=None if model_version is None else str(model_version),
+            id=message.get("id"),
+            outputs=decoded,
+            parameters=dict(message.get("parameters") or {}),
+        )
 
-    def _input_tensors(
-        self, name: str, version: int | str | None, inputs: Array | Mapping[str, Array]
-    ) -> list[tuple[str, str, Array]]:
+    def _input_tensors(self, name: str, version: int | str | None, inputs: Array | Mapping[str, Array]) -> list[Tensor]:
         if isinstance(inputs, Mapping):
             tensors = []
             for input_name, value in inputs.items():
                 array = np.asarray(value)
                 datatype = datatype_of(array)
-                tensors.append((input_name, datatype, _coerce(array, datatype, input_name)))
+                tensors.append((input_name, datatype, coerce(array, datatype, input_name)))
             return tensors
         key = (name, None if version is None else str(version))
         metadata = self._metadata.get(key)
@@ -406,7 +337,7 @@ class Client:
             )
         spec = specs[0]
         input_name, datatype = str(spec["name"]), str(spec["datatype"])
-        return [(input_name, datatype, _coerce(np.asarray(inputs), datatype, input_name))]
+        return [(input_name, datatype, coerce(np.asarray(inputs), datatype, input_name))]
 
 
 # -- paths ---------------------------------------------------------------------------------------
@@ -429,179 +360,3 @@ def _v2_path(name: str, version: int | str | None) -> str:
     if version is not None:
         path += f"/versions/{quote(str(version), safe='')}"
     return path
-
-
-def _error_from(response: httpx.Response) -> FerrymanError:
-    """Turn a non-2xx response into the matching error, carrying the server's message."""
-    message = ""
-    try:
-        body = orjson.loads(response.content)
-        if isinstance(body, dict) and "error" in body:
-            message = str(body["error"])
-        elif isinstance(body, dict) and "detail" in body:
-            message = str(body["detail"])
-    except orjson.JSONDecodeError:
-        message = response.text.strip()[:500]
-    if not message:
-        message = f"{response.request.method} {response.request.url.path}: {response.reason_phrase}"
-    status = response.status_code
-    cls = _ERRORS_BY_STATUS.get(status)
-    if cls is None:
-        return FerrymanError(message, status=status)
-    if cls is Overloaded:
-        retry_after = _retry_after(response.headers.get("Retry-After"))
-        return Overloaded(message, retry_after=retry_after, status=status)
-    return cls(message, status=status)
-
-
-def _retry_after(value: str | None) -> float:
-    try:
-        return max(0.0, float(value)) if value is not None else 1.0
-    except ValueError:
-        return 1.0
-
-
-# -- tensor encoding -----------------------------------------------------------------------------
-
-
-def _coerce(array: Array, datatype: str, name: str) -> Array:
-    """Cast ``array`` to the numpy form of ``datatype`` without silently losing values."""
-    if datatype == "BYTES":
-        return _bytes_array(array)
-    dtype = numpy_dtype(datatype)
-    if array.dtype == dtype:
-        return array
-    if array.dtype.kind in "fc" and dtype.kind in "iub":
-        finite = np.isfinite(array)
-        if not finite.all() or not np.array_equal(array, np.trunc(array)):
-            raise InvalidInput(f"input {name!r} holds non-integer values but the model expects {datatype}")
-    try:
-        return array.astype(dtype)
-    except (ValueError, TypeError) as exc:
-        raise InvalidInput(f"input {name!r} cannot be converted to {datatype}: {exc}") from None
-
-
-def _bytes_array(array: Array) -> Array:
-    out = np.empty(array.shape, dtype=object)
-    flat = out.reshape(-1)
-    for i, item in enumerate(array.reshape(-1).tolist()):
-        flat[i] = item if isinstance(item, bytes) else str(item).encode()
-    return out
-
-
-def _to_json(array: Array) -> Any:
-    """Flattened row-major data for a V2 JSON tensor (BYTES as utf-8 strings)."""
-    if array.dtype == object:
-        out: list[Any] = []
-        for item in array.reshape(-1).tolist():
-            if isinstance(item, bytes):
-                try:
-                    out.append(item.decode())
-                except UnicodeDecodeError:
-                    raise InvalidInput(
-                        "a BYTES element is not valid utf-8 and cannot travel as JSON; use binary=True"
-                    ) from None
-            else:
-                out.append(item)
-        return out
-    return np.ascontiguousarray(array).reshape(-1)
-
-
-def _json_body(request: dict[str, Any], arrays: list[Array]) -> bytes:
-    """Encode a JSON request; NaN and infinities travel as the ``NaN``/``Infinity`` tokens.
-
-    Strict JSON has no such values (orjson would write null), but Python's json module, the
-    Ferryman server and Triton accept the tokens, and a model that allows NaN needs them.
-    """
-    if not any(a.dtype.kind in "fc" and not np.isfinite(a).all() for a in arrays):
-        return orjson.dumps(request, option=orjson.OPT_SERIALIZE_NUMPY)
-    for entry in request["inputs"]:
-        if isinstance(entry["data"], np.ndarray):
-            entry["data"] = entry["data"].tolist()
-    return json.dumps(request, allow_nan=True).encode()
-
-
-def _to_binary(array: Array, datatype: str) -> bytes:
-    """The binary tensor extension's bytes for one tensor: little-endian, row-major."""
-    if datatype == "BYTES":
-        parts: list[bytes] = []
-        for item in array.reshape(-1).tolist():
-            parts.append(struct.pack("<I", len(item)))
-            parts.append(item)
-        return b"".join(parts)
-    if datatype == "BF16":
-        bits = np.ascontiguousarray(array, dtype="<f4").view("<u4") >> 16
-        return bits.astype("<u2").tobytes()
-    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
-
-
-def _decode_response(response: httpx.Response) -> InferResult:
-    body = response.content
-    header_length = response.headers.get(_HEADER_LENGTH)
-    if header_length is not None:
-        split = int(header_length)
-        header, binary = body[:split], memoryview(body)[split:]
-    else:
-        header, binary = body, memoryview(b"")
-    message = orjson.loads(header)
-    outputs: dict[str, Array] = {}
-    offset = 0
-    for output in message.get("outputs", []):
-        name, datatype = str(output["name"]), str(output["datatype"])
-        shape = tuple(int(d) for d in output["shape"])
-        size = (output.get("parameters") or {}).get("binary_data_size")
-        if size is not None:
-            raw = binary[offset : offset + int(size)]
-            if len(raw) != int(size):
-                raise FerrymanError(f"output {name!r}: the response ends before its {size} bytes")
-            offset += int(size)
-            outputs[name] = _from_binary(bytes(raw), datatype, shape)
-        else:
-            outputs[name] = _from_json(output.get("data", []), datatype, shape)
-    version = message.get("model_version")
-    return InferResult(
-        model_name=str(message.get("model_name", "")),
-        model_version=None if version is None else str(version),
-        id=message.get("id"),
-        outputs=outputs,
-        parameters=dict(message.get("parameters") or {}),
-    )
-
-
-def _from_binary(raw: bytes, datatype: str, shape: tuple[int, ...]) -> Array:
-    if datatype == "BYTES":
-        count = int(np.prod(shape, dtype=np.int64))
-        out = np.empty(count, dtype=object)
-        position = 0
-        for i in range(count):
-            (length,) = struct.unpack_from("<I", raw, position)
-            position += 4
-            out[i] = raw[position : position + length]
-            position += length
-        return out.reshape(shape)
-    if datatype == "BF16":
-        bits = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
-        return bits.view(np.float32).reshape(shape)
-    dtype = numpy_dtype(datatype)
-    return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(shape)
-
-
-def _from_json(data: Any, datatype: str, shape: tuple[int, ...]) -> Array:
-    dtype = DATATYPES.get(datatype)
-    if dtype is None:
-        raise FerrymanError(f"the server answered with unknown datatype {datatype!r}")
-    if datatype == "BYTES":
-        flat = list(_flatten(data))
-        out = np.empty(len(flat), dtype=object)
-        for i, item in enumerate(flat):
-            out[i] = item.encode() if isinstance(item, str) else item
-        return out.reshape(shape)
-    return np.asarray(data, dtype=dtype).reshape(shape)
-
-
-def _flatten(data: Any) -> Iterator[Any]:
-    if isinstance(data, list):
-        for item in data:
-            yield from _flatten(item)
-    else:
-        yield data

@@ -237,9 +237,7 @@ def test_client_infer_json_and_binary_match_in_process(
     client: Any, iris_joblib: Path, iris_pipeline: Any, iris_data: tuple[np.ndarray, np.ndarray]
 ) -> None:
     progress: list[tuple[int, int]] = []
-    pushed = client.push(
-        iris_joblib, "iris-client", progress=lambda sent, total: progress.append((sent, total))
-    )
+    pushed = client.push(iris_joblib, "iris-client", progress=lambda sent, total: progress.append((sent, total)))
     assert pushed["created"] is True
     size = iris_joblib.stat().st_size
     assert progress[-1] == (size, size)
@@ -261,9 +259,7 @@ def test_client_infer_json_and_binary_match_in_process(
 
     # float32 rows are cast to the model's FP64; a mapping and an explicit version work too.
     as_float32 = client.infer("iris-client", features[:5].astype(np.float32), version=1, binary=True)
-    np.testing.assert_array_equal(
-        as_float32.outputs["predict"], iris_pipeline.predict(features[:5].astype(np.float32))
-    )
+    np.testing.assert_array_equal(as_float32.outputs["predict"], iris_pipeline.predict(features[:5].astype(np.float32)))
     mapped = client.infer("iris-client", {"input": features[:5]}, outputs=["predict_proba"])
     assert list(mapped.outputs) == ["predict_proba"]
     np.testing.assert_allclose(mapped.outputs["predict_proba"], want_proba[:5], rtol=0, atol=1e-12)
@@ -396,9 +392,7 @@ def test_bytes_and_multi_input_models(ferryman_server: Any, client: Any, tmp_pat
         binary=True,
     )
     np.testing.assert_array_equal(summed.outputs["total"], np.array([[1.5, 2.25]], dtype=np.float32))
-    answer = cli_json(
-        ferryman_server, "predict", "adder", "--input", "a=[[1, 2]]", "--input", "b=[[0.5, 0.25]]"
-    )
+    answer = cli_json(ferryman_server, "predict", "adder", "--input", "a=[[1, 2]]", "--input", "b=[[0.5, 0.25]]")
     assert answer["outputs"]["total"] == [[1.5, 2.25]]
 
 

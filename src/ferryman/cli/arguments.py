@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ModelRef",
+    "is_number",
     "parse_csv",
     "parse_input_option",
     "parse_json_data",
@@ -103,7 +104,7 @@ def parse_csv(text: str) -> Array:
     import numpy as np
 
     rows = [row for row in csv.reader(io.StringIO(text)) if row and any(cell.strip() for cell in row)]
-    if rows and not _is_numeric_row(rows[0]):
+    if rows and not all(is_number(cell) for cell in rows[0]):
         rows = rows[1:]
     if not rows:
         raise ValueError("the CSV has no data rows")
@@ -126,17 +127,20 @@ def parse_csv(text: str) -> Array:
 
 def read_data_file(path: Path) -> Array:
     """Read inference data from a ``.npy`` or ``.csv`` file."""
-    import numpy as np
-
     suffix = path.suffix.lower()
     if not path.is_file():
         raise ValueError(f"{path} is not a file")
     if suffix == ".npy":
+        from ferryman.errors import InvalidInput
+        from ferryman.runtimes.samples import read_sample
+
         try:
-            return np.asarray(np.load(path, allow_pickle=False))
-        except (ValueError, OSError) as exc:
+            return read_sample(path)
+        except InvalidInput as exc:
             raise ValueError(f"{path}: not a readable .npy file ({exc})") from None
     if suffix == ".csv":
+        # Not read_sample's CSV reading: a pushed sample may hold text and empty cells, but data to
+        # predict on is numbers only, and whole-number columns stay integers for integer inputs.
         try:
             return parse_csv(path.read_text())
         except ValueError as exc:
@@ -144,10 +148,10 @@ def read_data_file(path: Path) -> Array:
     raise ValueError(f"{path}: expected a .npy or .csv file")
 
 
-def _is_numeric_row(row: list[str]) -> bool:
+def is_number(text: str) -> bool:
+    """True when ``text`` reads as a number (what a CSV data row and a numeric column hold)."""
     try:
-        for cell in row:
-            float(cell)
+        float(text)
     except ValueError:
         return False
     return True

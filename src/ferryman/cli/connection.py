@@ -41,9 +41,7 @@ def fail(message: str, *, code: int = 1) -> NoReturn:
     from rich.console import Console
     from rich.markup import escape
 
-    Console(stderr=True, highlight=False, soft_wrap=True).print(
-        f"[bold red]Error:[/] [red]{escape(message)}[/]"
-    )
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]Error:[/] [red]{escape(message)}[/]")
     raise typer.Exit(code)
 
 

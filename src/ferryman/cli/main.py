@@ -28,9 +28,7 @@ app = typer.Typer(
 def serve(
     artifacts: Annotated[
         list[Path] | None,
-        typer.Argument(
-            help="Artifact files or folders to register and serve at startup.", show_default=False
-        ),
+        typer.Argument(help="Artifact files or folders to register and serve at startup.", show_default=False),
     ] = None,
     host: Annotated[str | None, typer.Option(help="Address to bind.", show_default="127.0.0.1")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.", show_default="8080")] = None,
@@ -38,16 +36,12 @@ def serve(
         list[Path] | None,
         typer.Option(help="Read-only model repository folder (repeatable).", show_default=False),
     ] = None,
-    home: Annotated[
-        Path | None, typer.Option(help="Registry and artifact folder.", show_default=".ferryman")
-    ] = None,
+    home: Annotated[Path | None, typer.Option(help="Registry and artifact folder.", show_default=".ferryman")] = None,
     config: Annotated[
         Path | None,
         typer.Option("--config", "-c", help="Settings file.", show_default="./ferryman.yaml if present"),
     ] = None,
-    log_level: Annotated[
-        str | None, typer.Option(help="debug, info, warning or error.", show_default="info")
-    ] = None,
+    log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error.", show_default="info")] = None,
 ) -> None:
     """Start a server. Flags override FERRYMAN_* variables, which override ferryman.yaml."""
     import yaml

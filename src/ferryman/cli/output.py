@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
+
+from ferryman.cli.arguments import is_number
 
 __all__ = [
     "alias_history_table",
@@ -27,6 +30,7 @@ __all__ = [
     "short_sha",
     "signature_table",
     "stdout",
+    "upload_progress",
     "version_table",
     "versions_table",
 ]
@@ -63,6 +67,37 @@ def print_json(value: Any) -> None:
     """Print ``value`` as indented JSON on stdout (plain text, no colour, so it can be piped)."""
     sys.stdout.write(json.dumps(jsonable(value), indent=2, ensure_ascii=False) + "\n")
     sys.stdout.flush()
+
+
+@contextmanager
+def upload_progress(filename: str) -> Iterator[Callable[[int, int], None]]:
+    """A transient progress bar on stderr; yields the (bytes sent, total) callback an upload reports to."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as progress:
+        task = progress.add_task(f"Uploading {filename}", total=None)
+
+        def report(sent: int, total: int) -> None:
+            # Once every byte is sent the server still hashes and inspects the artifact.
+            label = f"Uploading {filename}" if sent < total else "Registering"
+            progress.update(task, completed=sent, total=total, description=label)
+
+        yield report
 
 
 def short_sha(sha256: str | None, length: int = 12) -> str:
@@ -116,14 +151,6 @@ def format_value(value: Any) -> str:
         text = "[" + ", ".join(format_value(v) for v in value[:6]) + (", …" if len(value) > 6 else "") + "]"
         return text
     return str(value)
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _cell(value: Any) -> str:
@@ -267,7 +294,7 @@ def outputs_table(outputs: Mapping[str, Array], *, title: str | None = None) -> 
     headers, rows = output_rows(outputs)
     table = _table(*headers, title=title)
     for index, column in enumerate(table.columns):
-        if all(_is_number(row[index]) for row in rows if row[index]):
+        if all(is_number(row[index]) for row in rows if row[index]):
             column.justify = "right"
     for row in rows:
         table.add_row(*row)

@@ -28,9 +28,7 @@ def register(app: typer.Typer) -> None:
 def predict(
     ref: Annotated[
         str,
-        typer.Argument(
-            metavar="NAME[:VERSION]", help="Model, optionally with a version or alias.", show_default=False
-        ),
+        typer.Argument(metavar="NAME[:VERSION]", help="Model, optionally with a version or alias.", show_default=False),
     ],
     data: Annotated[
         str | None, typer.Option("--data", "-d", help="JSON (nested list) for the model's single input.")
@@ -97,8 +95,7 @@ def _cast_to_signature(
     from ferryman.tensors import DATATYPES
 
     declared = {
-        str(spec["name"]): str(spec["datatype"])
-        for spec in client.model_metadata(name, version).get("inputs") or []
+        str(spec["name"]): str(spec["datatype"]) for spec in client.model_metadata(name, version).get("inputs") or []
     }
     cast: dict[str, Array] = {}
     for input_name, array in inputs.items():

@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
 from ferryman.cli.connection import DEFAULT_URL, ApiKeyOption, JsonOption, UrlOption, connect, fail, model_ref
 
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+
+    from ferryman.client import ProgressCallback
+
 __all__ = ["register"]
 
-alias_app = typer.Typer(
-    help="Point named aliases (production, staging, …) at versions.", no_args_is_help=True
-)
+alias_app = typer.Typer(help="Point named aliases (production, staging, …) at versions.", no_args_is_help=True)
 
 NameArgument = Annotated[str, typer.Argument(metavar="NAME", help="Model name.", show_default=False)]
 RefArgument = Annotated[str, typer.Argument(metavar="NAME:VERSION", help="Model and version, e.g. churn:3.")]
+AliasArgument = Annotated[str, typer.Argument(help="Alias name.", show_default=False)]
 
 
 def register(app: typer.Typer) -> None:
@@ -33,9 +39,7 @@ def register(app: typer.Typer) -> None:
 
 
 def push(
-    path: Annotated[
-        Path, typer.Argument(help="Artifact file, or a folder (packed as a tar).", show_default=False)
-    ],
+    path: Annotated[Path, typer.Argument(help="Artifact file, or a folder (packed as a tar).", show_default=False)],
     name: Annotated[str, typer.Option("--name", "-n", help="Model name.", show_default=False)],
     sample: Annotated[
         Path | None, typer.Option(help="Sample input (.csv or .npy) to infer the signature from.")
@@ -50,85 +54,48 @@ def push(
     json_output: JsonOption = False,
 ) -> None:
     """Upload an artifact as a new version of a model."""
+    from ferryman.cli.output import short_sha, signature_table, upload_progress
+
     model_ref(name, version="forbidden")
     if not path.exists():
         raise typer.BadParameter(f"{path} does not exist", param_hint="PATH")
-    config: dict[str, Any] | None = None
-    if runtime_config is not None:
-        try:
-            config = json.loads(runtime_config)
-        except json.JSONDecodeError as exc:
-            raise typer.BadParameter(f"not valid JSON: {exc.msg}", param_hint="--runtime-config") from None
-        if not isinstance(config, dict):
-            raise typer.BadParameter("expected a JSON object", param_hint="--runtime-config")
-    with connect(url, api_key) as client:
-        if json_output:
-            result = client.push(
-                path, name, sample=sample, framework=framework, description=description, runtime_config=config
-            )
-        else:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                DownloadColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-                TransferSpeedColumn,
-            )
+    config = _json_object(runtime_config, "--runtime-config")
+    # --json output is for scripts: no progress bar, not even on stderr.
+    progress: AbstractContextManager[ProgressCallback | None] = (
+        nullcontext() if json_output else upload_progress(path.name)
+    )
+    with connect(url, api_key) as client, progress as report:
+        result = client.push(
+            path,
+            name,
+            sample=sample,
+            framework=framework,
+            description=description,
+            runtime_config=config,
+            progress=report,
+        )
 
-            with Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                DownloadColumn(),
-                TransferSpeedColumn(),
-                TimeRemainingColumn(),
-                console=Console(stderr=True),
-                transient=True,
-            ) as progress:
-                task = progress.add_task(f"Uploading {path.name}", total=None)
+    def render() -> list[RenderableType]:
+        version = result["version"]
+        label = f"{version.get('model', name)}:{version.get('version')}"
+        sha = short_sha(version.get("sha256"), 8)
+        if not result.get("created"):
+            return [f"Already registered: [bold]{label}[/] has the same bytes (sha256 {sha})"]
+        return [
+            f"Registered [bold]{label}[/] ({version.get('framework')}, sha256 {sha})",
+            signature_table(version.get("signature")),
+        ]
 
-                def report(sent: int, total: int) -> None:
-                    label = f"Uploading {path.name}" if sent < total else "Registering"
-                    progress.update(task, completed=sent, total=total, description=label)
-
-                result = client.push(
-                    path,
-                    name,
-                    sample=sample,
-                    framework=framework,
-                    description=description,
-                    runtime_config=config,
-                    progress=report,
-                )
-    if json_output:
-        _print_json(result)
-        return
-    from ferryman.cli.output import short_sha, signature_table, stdout
-
-    version = result["version"]
-    label = f"{version.get('model', name)}:{version.get('version')}"
-    sha = short_sha(version.get("sha256"), 8)
-    console = stdout()
-    if result.get("created"):
-        console.print(f"Registered [bold]{label}[/] ({version.get('framework')}, sha256 {sha})")
-        console.print(signature_table(version.get("signature")))
-    else:
-        console.print(f"Already registered: [bold]{label}[/] has the same bytes (sha256 {sha})")
+    _report(json_output, result, render)
 
 
-def models(
-    url: UrlOption = DEFAULT_URL, api_key: ApiKeyOption = None, json_output: JsonOption = False
-) -> None:
+def models(url: UrlOption = DEFAULT_URL, api_key: ApiKeyOption = None, json_output: JsonOption = False) -> None:
     """List the models."""
+    from ferryman.cli.output import models_table
+
     with connect(url, api_key) as client:
         result = client.models()
-    if json_output:
-        _print_json({"models": result})
-        return
-    from ferryman.cli.output import models_table, stdout
-
-    stdout().print(models_table(result))
+    _report(json_output, {"models": result}, lambda: [models_table(result)])
 
 
 def versions(
@@ -138,15 +105,12 @@ def versions(
     json_output: JsonOption = False,
 ) -> None:
     """List the versions of a model."""
+    from ferryman.cli.output import versions_table
+
     model_ref(name, version="forbidden")
     with connect(url, api_key) as client:
         result = client.versions(name)
-    if json_output:
-        _print_json({"versions": result})
-        return
-    from ferryman.cli.output import stdout, versions_table
-
-    stdout().print(versions_table(result))
+    _report(json_output, {"versions": result}, lambda: [versions_table(result)])
 
 
 def show(
@@ -156,30 +120,21 @@ def show(
     json_output: JsonOption = False,
 ) -> None:
     """Show a model (with its versions) or one version (with its signature)."""
+    from ferryman.cli.output import model_table, signature_table, version_table, versions_table
+
     target = model_ref(ref)
     with connect(url, api_key) as client:
         if target.version is None:
             result = client.model(target.name)
         else:
             result = client.version(target.name, int(target.version))
-    if json_output:
-        _print_json(result)
-        return
-    from ferryman.cli.output import (
-        model_table,
-        signature_table,
-        stdout,
-        version_table,
-        versions_table,
-    )
 
-    console = stdout()
-    if target.version is None:
-        console.print(model_table(result))
-        console.print(versions_table(result.get("versions") or [], title="Versions"))
-    else:
-        console.print(version_table(result))
-        console.print(signature_table(result.get("signature")))
+    def render() -> list[RenderableType]:
+        if target.version is None:
+            return [model_table(result), versions_table(result.get("versions") or [], title="Versions")]
+        return [version_table(result), signature_table(result.get("signature"))]
+
+    _report(json_output, result, render)
 
 
 def delete(
@@ -198,13 +153,9 @@ def delete(
             client.delete_model(target.name)
         else:
             client.delete_version(target.name, int(target.version))
-    if json_output:
-        _print_json({"deleted": str(target), "model": target.name, "version": target.version})
-        return
-    from ferryman.cli.output import stdout
-
     what = f"model {target.name} and all its versions" if target.version is None else str(target)
-    stdout().print(f"Deleted {what}")
+    deleted = {"deleted": str(target), "model": target.name, "version": target.version}
+    _report(json_output, deleted, lambda: [f"Deleted {what}"])
 
 
 def load(
@@ -214,10 +165,7 @@ def load(
     json_output: JsonOption = False,
 ) -> None:
     """Load a version into memory."""
-    target = model_ref(ref, version="required")
-    with connect(url, api_key) as client:
-        result = client.load(target.name, int(target.version or 0))
-    _print_state(result, json_output)
+    _change_state("load", ref, url, api_key, json_output)
 
 
 def unload(
@@ -227,10 +175,7 @@ def unload(
     json_output: JsonOption = False,
 ) -> None:
     """Unload a version from memory."""
-    target = model_ref(ref, version="required")
-    with connect(url, api_key) as client:
-        result = client.unload(target.name, int(target.version or 0))
-    _print_state(result, json_output)
+    _change_state("unload", ref, url, api_key, json_output)
 
 
 @alias_app.command("set")
@@ -246,14 +191,9 @@ def alias_set(
     model_ref(name, version="forbidden")
     with connect(url, api_key) as client:
         result = client.set_alias(name, alias, version)
-    if json_output:
-        _print_json(result)
-        return
-    from ferryman.cli.output import stdout
-
     previous = result.get("previous")
     was = f" (was {previous})" if previous is not None else ""
-    stdout().print(f"{name}@{alias} → {result.get('version', version)}{was}")
+    _report(json_output, result, lambda: [f"{name}@{alias} → {result.get('version', version)}{was}"])
 
 
 @alias_app.command("list")
@@ -264,21 +204,18 @@ def alias_list(
     json_output: JsonOption = False,
 ) -> None:
     """List a model's aliases."""
+    from ferryman.cli.output import aliases_table
+
     model_ref(name, version="forbidden")
     with connect(url, api_key) as client:
         result = client.aliases(name)
-    if json_output:
-        _print_json({"aliases": result})
-        return
-    from ferryman.cli.output import aliases_table, stdout
-
-    stdout().print(aliases_table(result))
+    _report(json_output, {"aliases": result}, lambda: [aliases_table(result)])
 
 
 @alias_app.command("delete")
 def alias_delete(
     name: NameArgument,
-    alias: Annotated[str, typer.Argument(help="Alias name.", show_default=False)],
+    alias: AliasArgument,
     url: UrlOption = DEFAULT_URL,
     api_key: ApiKeyOption = None,
     json_output: JsonOption = False,
@@ -287,47 +224,61 @@ def alias_delete(
     model_ref(name, version="forbidden")
     with connect(url, api_key) as client:
         client.delete_alias(name, alias)
-    if json_output:
-        _print_json({"deleted": f"{name}@{alias}", "model": name, "alias": alias})
-        return
-    from ferryman.cli.output import stdout
-
-    stdout().print(f"Deleted alias {name}@{alias}")
+    deleted = {"deleted": f"{name}@{alias}", "model": name, "alias": alias}
+    _report(json_output, deleted, lambda: [f"Deleted alias {name}@{alias}"])
 
 
 @alias_app.command("history")
 def alias_history(
     name: NameArgument,
-    alias: Annotated[str, typer.Argument(help="Alias name.", show_default=False)],
+    alias: AliasArgument,
     url: UrlOption = DEFAULT_URL,
     api_key: ApiKeyOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Show every change of an alias."""
+    from ferryman.cli.output import alias_history_table
+
     model_ref(name, version="forbidden")
     with connect(url, api_key) as client:
         result = client.alias_history(name, alias)
+    _report(json_output, {"history": result}, lambda: [alias_history_table(result)])
+
+
+def _json_object(text: str | None, option: str) -> dict[str, Any] | None:
+    """Parse an option's JSON object; bad JSON or another JSON value is a usage error."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"not valid JSON: {exc.msg}", param_hint=option) from None
+    if not isinstance(value, dict):
+        raise typer.BadParameter("expected a JSON object", param_hint=option)
+    return value
+
+
+def _change_state(
+    action: Literal["load", "unload"], ref: str, url: str, api_key: str | None, json_output: bool
+) -> None:
+    """Load or unload one version and report its new state."""
+    target = model_ref(ref, version="required")
+    version = int(target.version or 0)
+    with connect(url, api_key) as client:
+        result = client.load(target.name, version) if action == "load" else client.unload(target.name, version)
+    state = str(result.get("state"))
+    if result.get("state_reason"):
+        state += f": {result['state_reason']}"
+    _report(json_output, result, lambda: [f"{result.get('model')}:{result.get('version')} {state}"])
+
+
+def _report(json_output: bool, value: Any, render: Callable[[], Iterable[RenderableType]]) -> None:
+    """Print ``value`` as JSON with --json; otherwise print what ``render`` builds, in order."""
+    from ferryman.cli.output import print_json, stdout
+
     if json_output:
-        _print_json({"history": result})
+        print_json(value)
         return
-    from ferryman.cli.output import alias_history_table, stdout
-
-    stdout().print(alias_history_table(result))
-
-
-def _print_state(version: dict[str, Any], json_output: bool) -> None:
-    if json_output:
-        _print_json(version)
-        return
-    from ferryman.cli.output import stdout
-
-    state = str(version.get("state"))
-    if version.get("state_reason"):
-        state += f": {version['state_reason']}"
-    stdout().print(f"{version.get('model')}:{version.get('version')} {state}")
-
-
-def _print_json(value: Any) -> None:
-    from ferryman.cli.output import print_json
-
-    print_json(value)
+    console = stdout()
+    for item in render():
+        console.print(item)
