@@ -23,6 +23,7 @@ from ferryman.registry.intake import ModelIntake
 from ferryman.registry.repository import ModelRepository
 from ferryman.registry.service import RegistryService
 from ferryman.registry.store import create_registry_engine, upgrade_to_head
+from ferryman.serving.batcher import BatchPolicy, check_batching_config
 from ferryman.serving.catalog import Catalog
 from ferryman.serving.handler import InferenceHandler
 from ferryman.serving.manager import ModelManager
@@ -66,12 +67,21 @@ def build_components(settings: Settings) -> Components:
     catalog = Catalog(registry, repository)
     inference_pool = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="ferryman-infer")
     io_pool = ThreadPoolExecutor(4, thread_name_prefix="ferryman-io")
-    manager = ModelManager(catalog, artifacts, io_pool, threads=None)
+    batch_defaults = (
+        BatchPolicy(
+            max_batch_size=settings.batch_max_size,
+            max_queue_delay_ms=settings.batch_max_delay_ms,
+            max_queue_size=settings.batch_max_queue,
+        )
+        if settings.batching
+        else None
+    )
+    manager = ModelManager(catalog, artifacts, io_pool, inference_pool, batch_defaults)
     return Components(
         settings=settings,
         registry=registry,
         artifacts=artifacts,
-        intake=ModelIntake(registry, artifacts, _MAX_UNPACKED_BYTES),
+        intake=ModelIntake(registry, artifacts, _MAX_UNPACKED_BYTES, config_checks=[check_batching_config]),
         catalog=catalog,
         manager=manager,
         handler=InferenceHandler(manager, inference_pool),

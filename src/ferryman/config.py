@@ -51,6 +51,18 @@ class Settings(BaseSettings):
     inference_threads: int = Field(default=4, ge=1)
     """Worker threads that run model predictions off the event loop."""
 
+    batching: bool = True
+    """Batch concurrent requests for runtimes that can (per-version ``runtime_config.batching`` tunes it)."""
+
+    batch_max_size: int = Field(default=32, ge=1)
+    """Default largest batch, in rows."""
+
+    batch_max_delay_ms: float = Field(default=0.0, ge=0)
+    """Default wait for more rows once a slot is free (0 = batch whatever is queued, never wait)."""
+
+    batch_max_queue: int = Field(default=1024, ge=1)
+    """Default bound on queued requests per version; beyond it requests get 429 with Retry-After."""
+
     load_on_startup: bool = True
     """Load each model's default version (production alias, else latest) when the server starts."""
 

@@ -158,6 +158,8 @@ class InferenceRequest:
     all_outputs_binary: bool = False
     #: Datatype the caller declared per input, when it differs from what numpy would say (BF16).
     declared_datatypes: dict[str, str] = field(default_factory=dict)
+    #: When the caller stops waiting, on the ``time.monotonic()`` clock (None = no deadline).
+    deadline: float | None = None
 
 
 @dataclass(slots=True)

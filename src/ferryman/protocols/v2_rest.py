@@ -6,6 +6,7 @@ hot path; their OpenAPI description is added by hand in ``protocols/openapi.py``
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
@@ -46,6 +47,24 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _deadline(header: str | None, parameters: dict[str, Any] | None) -> float | None:
+    """The request's deadline from ``x-ferryman-timeout-ms`` or the V2 ``timeout`` parameter (µs)."""
+    seconds: float | None = None
+    if header is not None:
+        try:
+            seconds = float(header) / 1000
+        except ValueError:
+            seconds = -1
+        if not seconds > 0:
+            raise InvalidInput(f"x-ferryman-timeout-ms must be a positive number of milliseconds, got {header!r}")
+    elif parameters and "timeout" in parameters:
+        timeout = parameters["timeout"]
+        if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout <= 0:
+            raise InvalidInput("parameter 'timeout' must be a positive integer number of microseconds")
+        seconds = timeout / 1_000_000
+    return None if seconds is None else time.monotonic() + seconds
 
 
 class V2Routes:
@@ -138,6 +157,7 @@ class V2Routes:
                 inference = decode_raw_binary_request(body, signature.inputs[0], name, version)
             else:
                 inference = decode_request(body, length, name, version)
+        inference.deadline = _deadline(request.headers.get("x-ferryman-timeout-ms"), inference.parameters)
         response = await self._handler.infer(inference)
         payload, header_length = encode_response(response, inference.binary_outputs, inference.all_outputs_binary)
         if header_length is None:

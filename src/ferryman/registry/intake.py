@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,10 +41,18 @@ class IntakeRequest:
 class ModelIntake:
     """Validates and registers pushed artifacts."""
 
-    def __init__(self, registry: RegistryService, artifacts: ArtifactStore, max_unpacked_bytes: int) -> None:
+    def __init__(
+        self,
+        registry: RegistryService,
+        artifacts: ArtifactStore,
+        max_unpacked_bytes: int,
+        config_checks: Sequence[Callable[[dict[str, Any]], None]] = (),
+    ) -> None:
         self._registry = registry
         self._artifacts = artifacts
         self._max_unpacked = max_unpacked_bytes
+        # Checks of runtime_config owned by other layers (e.g. the batching block), run before loading.
+        self._config_checks = list(config_checks)
 
     def register(self, staged: StagedArtifact, request: IntakeRequest) -> tuple[VersionRecord, bool]:
         """Register ``staged`` as the next version of ``request.name``; (record, created)."""
@@ -51,6 +60,8 @@ class ModelIntake:
             validate_model_name(request.name)
             if request.framework is not None and request.framework not in FRAMEWORKS:
                 raise InvalidInput(f"unknown framework '{request.framework}'; expected one of {', '.join(FRAMEWORKS)}")
+            for check in self._config_checks:
+                check(dict(request.runtime_config or {}))
             existing = self._registry.find_by_sha(request.name, staged.sha256)
             if existing is not None:
                 self._artifacts.discard(staged)

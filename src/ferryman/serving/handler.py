@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from concurrent.futures import Executor
 from typing import Any
 
 import numpy as np
 
-from ferryman.errors import FerrymanError, InvalidInput, ModelFailed
+from ferryman.errors import DeadlineExceeded, FerrymanError, InvalidInput, ModelFailed
 from ferryman.serving.manager import LoadedVersion, ModelManager
 from ferryman.serving.validation import check_outputs, validate_inputs
 from ferryman.tensors import InferenceRequest, InferenceResponse, Signature
@@ -34,7 +35,12 @@ class InferenceHandler:
             self._check_requested(loaded, request.outputs)
         loaded.enter()
         try:
-            results = await asyncio.get_running_loop().run_in_executor(self._executor, _predict, loaded, inputs)
+            if loaded.batcher is not None:
+                results = await loaded.batcher.submit(inputs, request.deadline)
+            else:
+                if request.deadline is not None and request.deadline <= time.monotonic():
+                    raise DeadlineExceeded(f"{loaded.label}: the request's deadline passed before it could run")
+                results = await asyncio.get_running_loop().run_in_executor(self._executor, _predict, loaded, inputs)
         finally:
             loaded.leave()
         outputs, datatypes = check_outputs(

@@ -19,6 +19,7 @@ from ferryman.errors import FerrymanError, ModelFailed, NotFound
 from ferryman.registry.artifacts import ArtifactStore
 from ferryman.runtimes import load_runtime
 from ferryman.runtimes.base import Runtime, RuntimeConfig
+from ferryman.serving.batcher import Batcher, BatchPolicy, batcher_for
 from ferryman.serving.catalog import Catalog, CatalogModel, CatalogVersion
 from ferryman.serving.router import resolve_version
 from ferryman.tensors import Signature
@@ -49,6 +50,7 @@ class LoadedVersion:
     runtime: Runtime
     signature: Signature
     label: str
+    batcher: Batcher | None = None
     inflight: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -67,10 +69,20 @@ class LoadedVersion:
 class ModelManager:
     """Owns every loaded runtime in the process; all methods run on the event loop."""
 
-    def __init__(self, catalog: Catalog, artifacts: ArtifactStore, executor: Executor, threads: int | None) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        artifacts: ArtifactStore,
+        executor: Executor,
+        inference_executor: Executor,
+        batch_defaults: BatchPolicy | None,
+        threads: int | None = None,
+    ) -> None:
         self._catalog = catalog
         self._artifacts = artifacts
         self._executor = executor
+        self._inference_executor = inference_executor
+        self._batch_defaults = batch_defaults
         self._threads = threads
         self._loaded: dict[Key, LoadedVersion] = {}
         self._loading: dict[Key, asyncio.Task[LoadedVersion]] = {}
@@ -175,7 +187,18 @@ class ModelManager:
             raise ModelFailed(message) from exc
         finally:
             self._loading.pop(key, None)
-        loaded = LoadedVersion(entry.model, entry.version, entry.sha256, runtime, signature, label)
+        batcher = None
+        if self._batch_defaults is not None:
+            batcher = batcher_for(
+                runtime.framework,
+                entry.runtime_config,
+                [spec.shape for spec in signature.inputs],
+                runtime.predict,
+                self._inference_executor,
+                self._batch_defaults,
+                label,
+            )
+        loaded = LoadedVersion(entry.model, entry.version, entry.sha256, runtime, signature, label, batcher)
         loaded.idle.set()
         self._failures.pop(key, None)
         self._loaded[key] = loaded

@@ -1,0 +1,338 @@
+"""Per-version request batching: concurrent requests become one model call, then are split back.
+
+Each loaded version that can batch gets one :class:`Batcher`. A request's rows wait in a FIFO
+queue; a batch is formed when an execution slot is free and either enough rows are queued or the
+oldest request has waited its delay (counted from the *first* request's arrival). Results are split
+back by row counts, and a result whose row count differs from the batch's is an error for every
+request in it, never a silent mix-up. How the target size is chosen (fixed, or adaptive to a latency
+SLO) is the :class:`BatchSizer`'s business; see ``docs/batching.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ferryman.errors import DeadlineExceeded, FerrymanError, InvalidInput, ModelFailed, Overloaded
+
+__all__ = ["BatchPolicy", "BatchSizer", "Batcher", "batcher_for", "check_batching_config"]
+
+Arrays = dict[str, np.ndarray[Any, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPolicy:
+    """How one version batches. ``latency_slo_ms`` switches on the adaptive sizer."""
+
+    max_batch_size: int = 32
+    max_queue_delay_ms: float = 0.0
+    preferred_batch_sizes: tuple[int, ...] = ()
+    latency_slo_ms: float | None = None
+    max_queue_size: int = 1024
+    instances: int = 1
+
+    @classmethod
+    def from_config(cls, raw: dict[str, Any], defaults: BatchPolicy) -> BatchPolicy:
+        """Read the ``batching`` block of a version's runtime config, naming any bad field."""
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(raw) - known - {"enabled"}
+        if unknown:
+            raise InvalidInput(f"batching: unknown keys {', '.join(sorted(unknown))}")
+        values: dict[str, Any] = {}
+        for key in known & set(raw):
+            value = raw[key]
+            if key == "preferred_batch_sizes":
+                if not isinstance(value, list) or not all(isinstance(v, int) and v > 0 for v in value):
+                    raise InvalidInput("batching.preferred_batch_sizes must be a list of positive integers")
+                values[key] = tuple(sorted(value))
+            elif key == "latency_slo_ms":
+                if value is not None and (not isinstance(value, int | float) or value <= 0):
+                    raise InvalidInput("batching.latency_slo_ms must be a positive number")
+                values[key] = value
+            else:
+                if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+                    raise InvalidInput(f"batching.{key} must be a non-negative number")
+                values[key] = value
+        policy = cls(**{**{f: getattr(defaults, f) for f in known}, **values})
+        if policy.max_batch_size < 1 or policy.instances < 1 or policy.max_queue_size < 1:
+            raise InvalidInput("batching.max_batch_size, instances and max_queue_size must be at least 1")
+        return policy
+
+
+class BatchSizer:
+    """Chooses how many rows the next batch may take.
+
+    Fixed mode: ``max_batch_size``. Adaptive mode: batch execution time is modelled as
+    ``t(n) = a + b·n``, fitted online by exponentially weighted least squares over recent batches;
+    the target is the largest ``n`` with ``t(n) <= slo / 2`` (the other half of the SLO is left for
+    queueing, since a request can wait for one batch ahead of it), clamped to ``[1, max_batch_size]``.
+    """
+
+    _DECAY = 0.05
+
+    def __init__(self, policy: BatchPolicy) -> None:
+        self._policy = policy
+        self._n = self._t = self._nn = self._nt = 0.0
+        self._weight = 0.0
+
+    def observe(self, rows: int, seconds: float) -> None:
+        """Record one batch's size and execution time."""
+        d = self._DECAY
+        self._weight = (1 - d) * self._weight + d
+        self._n = (1 - d) * self._n + d * rows
+        self._t = (1 - d) * self._t + d * seconds
+        self._nn = (1 - d) * self._nn + d * rows * rows
+        self._nt = (1 - d) * self._nt + d * rows * seconds
+
+    def cost_model(self) -> tuple[float, float] | None:
+        """The fitted (a, b) in seconds, or None before there is enough spread in batch sizes."""
+        if self._weight == 0:
+            return None
+        mean_n, mean_t = self._n / self._weight, self._t / self._weight
+        var_n = self._nn / self._weight - mean_n * mean_n
+        if var_n < 1e-6:
+            return (mean_t, 0.0)
+        slope = max(0.0, (self._nt / self._weight - mean_n * mean_t) / var_n)
+        return (max(0.0, mean_t - slope * mean_n), slope)
+
+    def target(self) -> int:
+        """Rows the next batch may take."""
+        policy = self._policy
+        if policy.latency_slo_ms is None:
+            return policy.max_batch_size
+        model = self.cost_model()
+        if model is None:
+            return 1
+        intercept, slope = model
+        budget = policy.latency_slo_ms / 1000 / 2
+        if slope <= 0:
+            return policy.max_batch_size if intercept <= budget else 1
+        return int(max(1, min(policy.max_batch_size, (budget - intercept) / slope)))
+
+
+@dataclass(slots=True, eq=False)
+class _Pending:
+    inputs: Arrays
+    rows: int
+    key: tuple[Any, ...]
+    arrival: float
+    deadline: float | None
+    future: asyncio.Future[Arrays] = field(repr=False)
+
+
+class Batcher:
+    """Queues requests for one version and runs them as batches on an executor."""
+
+    def __init__(
+        self,
+        predict: Callable[[Arrays], Arrays],
+        executor: Executor,
+        policy: BatchPolicy,
+        label: str,
+    ) -> None:
+        self._predict = predict
+        self._executor = executor
+        self.policy = policy
+        self.sizer = BatchSizer(policy)
+        self._label = label
+        self._queue: collections.deque[_Pending] = collections.deque()
+        self._queued_rows = 0
+        self._running = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: Counters for metrics and tests: batches run, rows run, requests dropped by deadline.
+        self.batches = 0
+        self.rows = 0
+        self.expired = 0
+
+    async def submit(self, inputs: Arrays, deadline: float | None = None) -> Arrays:
+        """Queue one request (arrays sharing a first, batch dimension) and wait for its rows."""
+        if len(self._queue) >= self.policy.max_queue_size:
+            raise Overloaded(f"{self._label} has {len(self._queue)} requests queued; retry shortly", retry_after=1)
+        rows, key = _batch_key(inputs)
+        loop = asyncio.get_running_loop()
+        pending = _Pending(inputs, rows, key, time.monotonic(), deadline, loop.create_future())
+        self._queue.append(pending)
+        self._queued_rows += rows
+        self._dispatch()
+        return await pending.future
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting for a batch."""
+        return len(self._queue)
+
+    def _dispatch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._queue and self._running < self.policy.instances:
+            target = self.sizer.target()
+            delay = self.policy.max_queue_delay_ms / 1000
+            if self._queued_rows < target and delay > 0:
+                ready_at = self._queue[0].arrival + delay
+                if time.monotonic() < ready_at:
+                    if self._timer is None:
+                        self._timer = loop.call_at(_loop_time(loop, ready_at), self._on_timer)
+                    return
+            batch = self._take(target)
+            if batch:
+                self._running += 1
+                # The loop keeps only weak references to tasks: hold running batches until they finish.
+                task = loop.create_task(self._run(batch))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._dispatch()
+
+    def _take(self, target: int) -> list[_Pending]:
+        """Pop requests (FIFO, same trailing shapes) up to ``target`` rows, shaped by preferred sizes."""
+        now = time.monotonic()
+        batch: list[_Pending] = []
+        rows = 0
+        key = None
+        while self._queue:
+            head = self._queue[0]
+            if head.future.cancelled():
+                self._pop()
+                continue
+            if head.deadline is not None and head.deadline <= now:
+                self._pop()
+                self.expired += 1
+                head.future.set_exception(
+                    DeadlineExceeded(f"{self._label}: the request's deadline passed in the queue")
+                )
+                continue
+            if batch and (head.key != key or rows + head.rows > target):
+                break
+            key = head.key
+            batch.append(self._pop())
+            rows += head.rows
+        preferred = [size for size in self.policy.preferred_batch_sizes if size <= rows]
+        if preferred and preferred[-1] < rows and len(batch) > 1:
+            # Give back the requests past the largest preferred size that fits (to the queue's front).
+            while rows > preferred[-1] and len(batch) > 1:
+                item = batch.pop()
+                rows -= item.rows
+                self._queue.appendleft(item)
+                self._queued_rows += item.rows
+        return batch
+
+    def _pop(self) -> _Pending:
+        item = self._queue.popleft()
+        self._queued_rows -= item.rows
+        return item
+
+    async def _run(self, batch: list[_Pending]) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            merged = batch[0].inputs if len(batch) == 1 else _concatenate(batch)
+            rows = sum(item.rows for item in batch)
+            started = time.monotonic()
+            try:
+                results = await loop.run_in_executor(self._executor, self._predict, merged)
+            finally:
+                self.sizer.observe(rows, time.monotonic() - started)
+            self.batches += 1
+            self.rows += rows
+            _split(results, batch, rows, self._label)
+        except FerrymanError as exc:
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(exc)
+        except Exception as exc:  # the model raised: every request in the batch gets the error
+            error = ModelFailed(f"{self._label} failed: {type(exc).__name__}: {exc}")
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(error)
+        finally:
+            self._running -= 1
+            self._dispatch()
+
+
+def _batch_key(inputs: Arrays) -> tuple[int, tuple[Any, ...]]:
+    rows = None
+    key: list[Any] = []
+    for name, array in inputs.items():
+        if array.ndim == 0:
+            raise InvalidInput(f"input '{name}' is a scalar; a batchable model needs a batch dimension")
+        if rows is None:
+            rows = int(array.shape[0])
+        elif array.shape[0] != rows:
+            raise InvalidInput(f"input '{name}' has {array.shape[0]} rows but the other inputs have {rows}")
+        key.append((name, array.shape[1:], array.dtype.str))
+    return rows or 0, tuple(key)
+
+
+def _concatenate(batch: list[_Pending]) -> Arrays:
+    return {name: np.concatenate([item.inputs[name] for item in batch]) for name in batch[0].inputs}
+
+
+def _split(results: Arrays, batch: list[_Pending], rows: int, label: str) -> None:
+    if not isinstance(results, dict):
+        raise ModelFailed(f"{label} returned {type(results).__name__}, expected a dict of arrays")
+    arrays = {name: np.asarray(value) for name, value in results.items()}
+    for name, array in arrays.items():
+        if array.ndim == 0 or array.shape[0] != rows:
+            raise ModelFailed(
+                f"{label} returned {array.shape[0] if array.ndim else 'a scalar'} rows for output '{name}' "
+                f"from a batch of {rows} rows"
+            )
+    if len(batch) == 1:
+        if not batch[0].future.done():
+            batch[0].future.set_result(arrays)
+        return
+    offset = 0
+    for item in batch:
+        end = offset + item.rows
+        if not item.future.done():
+            item.future.set_result({name: array[offset:end] for name, array in arrays.items()})
+        offset = end
+
+
+def _loop_time(loop: asyncio.AbstractEventLoop, monotonic_at: float) -> float:
+    """Convert a time.monotonic() instant to the loop's clock (they may differ, e.g. under uvloop)."""
+    return loop.time() + (monotonic_at - time.monotonic())
+
+
+#: Frameworks whose predict takes any number of rows at once; custom models opt in per version.
+BATCHABLE_FRAMEWORKS = frozenset({"sklearn", "xgboost", "lightgbm", "onnx"})
+
+
+def check_batching_config(runtime_config: dict[str, Any]) -> None:
+    """Refuse a version whose ``runtime_config.batching`` block is malformed (run at push time)."""
+    raw = runtime_config.get("batching", {})
+    if not isinstance(raw, dict):
+        raise InvalidInput("runtime_config.batching must be an object")
+    BatchPolicy.from_config(raw, BatchPolicy())
+
+
+def batcher_for(
+    framework: str | None,
+    runtime_config: dict[str, Any],
+    signature_inputs: list[tuple[int, ...]],
+    predict: Callable[[Arrays], Arrays],
+    executor: Executor,
+    defaults: BatchPolicy,
+    label: str,
+) -> Batcher | None:
+    """A batcher for a version, or None when it must not batch.
+
+    Batching is on by default for frameworks that batch natively, when every declared input has
+    a variable first (batch) dimension; ``runtime_config["batching"]`` tunes it or turns it off
+    (``enabled: false``), and turns it on for custom models (``enabled: true``).
+    """
+    raw = runtime_config.get("batching", {})
+    if not isinstance(raw, dict):
+        raise InvalidInput("runtime_config.batching must be an object")
+    enabled = raw.get("enabled", framework in BATCHABLE_FRAMEWORKS)
+    if not enabled or not signature_inputs or any(not shape or shape[0] != -1 for shape in signature_inputs):
+        return None
+    return Batcher(predict, executor, BatchPolicy.from_config(raw, defaults), label)
