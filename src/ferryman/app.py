@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from ferryman import __version__
 from ferryman.config import Settings
@@ -17,6 +18,7 @@ from ferryman.protocols.http_errors import install_error_handlers
 from ferryman.protocols.management import ManagementApi
 from ferryman.protocols.openapi import install_v2_openapi
 from ferryman.protocols.request_id import RequestIdMiddleware
+from ferryman.protocols.v2_infer import V2InferenceApp
 from ferryman.protocols.v2_rest import V2Routes
 from ferryman.registry.artifacts import ArtifactStore
 from ferryman.registry.intake import ModelIntake
@@ -53,15 +55,20 @@ class Components:
     io_pool: ThreadPoolExecutor
 
 
-def build_components(settings: Settings) -> Components:
-    """Open the registry (creating it on first use) and build the engine around it."""
+def build_components(settings: Settings, *, sweep_staging: bool = True) -> Components:
+    """Open the registry (creating it on first use) and build the engine around it.
+
+    ``sweep_staging`` removes uploads left half-done by a crash; only the first process of a
+    server may do it (a worker started later would delete its siblings' uploads in flight).
+    """
     settings.home.mkdir(parents=True, exist_ok=True)
     engine = create_registry_engine(settings.resolved_database_url)
     upgrade_to_head(engine)
     artifacts = ArtifactStore(settings.resolved_artifacts_dir)
-    swept = artifacts.sweep_staging()
-    if swept:
-        logger.info("removed %d leftover staged uploads", swept)
+    if sweep_staging:
+        swept = artifacts.sweep_staging()
+        if swept:
+            logger.info("removed %d leftover staged uploads", swept)
     registry = RegistryService(engine, artifacts)
     repository = ModelRepository(list(settings.repositories)) if settings.repositories else None
     catalog = Catalog(registry, repository)
@@ -77,6 +84,7 @@ def build_components(settings: Settings) -> Components:
         else None
     )
     manager = ModelManager(catalog, artifacts, io_pool, inference_pool, batch_defaults)
+    sync = CatalogSync(catalog, manager, io_pool)
     return Components(
         settings=settings,
         registry=registry,
@@ -84,14 +92,14 @@ def build_components(settings: Settings) -> Components:
         intake=ModelIntake(registry, artifacts, _MAX_UNPACKED_BYTES, config_checks=[check_batching_config]),
         catalog=catalog,
         manager=manager,
-        handler=InferenceHandler(manager, inference_pool),
-        sync=CatalogSync(catalog, manager, io_pool),
+        handler=InferenceHandler(manager, inference_pool, sync),
+        sync=sync,
         inference_pool=inference_pool,
         io_pool=io_pool,
     )
 
 
-def create_app(components: Components) -> FastAPI:
+def create_app(components: Components) -> ASGIApp:
     """The ASGI app: V2 REST + management API + OpenAPI docs, with a lifespan that loads models."""
     settings = components.settings
     v2 = V2Routes(components.handler, components.manager, settings.max_request_bytes)
@@ -129,8 +137,8 @@ def create_app(components: Components) -> FastAPI:
     )
     app.include_router(management.router())
     install_v2_openapi(app)
-    app.add_middleware(RequestIdMiddleware)
-    return app
+    # The inference endpoint sits in front of FastAPI's stack; everything else goes through it.
+    return V2InferenceApp(components.handler, RequestIdMiddleware(app), settings.max_request_bytes)
 
 
 async def _load_defaults(components: Components, v2: V2Routes) -> None:

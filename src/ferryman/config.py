@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=4 * 1024 * 1024 * 1024, gt=0)
     """Largest artifact upload accepted by the management API (413 above it)."""
 
+    workers: int = Field(default=1, ge=1, le=64)
+    """Server processes sharing the port (SO_REUSEPORT); each holds its own copy of the models."""
+
     inference_threads: int = Field(default=4, ge=1)
     """Worker threads that run model predictions off the event loop."""
 

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import re
+import signal
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -42,11 +47,24 @@ def register_artifacts(components: Components, artifacts: Sequence[Path]) -> lis
 
 
 def serve(settings: Settings, artifacts: Sequence[Path] = ()) -> None:
-    """Build the server, register ``artifacts`` on the fly, and serve until interrupted."""
+    """Build the server, register ``artifacts`` on the fly, and serve until interrupted.
+
+    With ``settings.workers > 1`` the parent only prepares the registry, then supervises that many
+    worker processes, each a complete server with its own models, all listening on the same port
+    through ``SO_REUSEPORT`` (the kernel spreads connections across them).
+    """
     configure_logging(settings.log_level)
     components = build_components(settings)
     register_artifacts(components, artifacts)
-    app = create_app(components)
+    if settings.workers == 1:
+        _run_uvicorn(create_app(components), settings, sockets=None)
+        return
+    components.inference_pool.shutdown()
+    components.io_pool.shutdown()
+    _supervise(settings)
+
+
+def _run_uvicorn(app: Any, settings: Settings, sockets: list[socket.socket] | None) -> None:
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -55,6 +73,67 @@ def serve(settings: Settings, artifacts: Sequence[Path] = ()) -> None:
         http="httptools",
         access_log=False,
         log_config=None,
+        # No X-Forwarded-* rewriting: it costs a middleware hop per request and we trust no proxy yet.
+        proxy_headers=False,
         timeout_graceful_shutdown=30,
     )
-    uvicorn.Server(config).run()
+    uvicorn.Server(config).run(sockets=sockets)
+
+
+def _reuse_port_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
+
+
+def _worker_main(settings_json: str, index: int) -> None:
+    """Entry point of one worker process (spawned: a fresh interpreter, no state shared by fork)."""
+    settings = Settings.model_validate_json(settings_json)
+    configure_logging(settings.log_level)
+    sock = _reuse_port_socket(settings.host, settings.port)
+    sock.listen(2048)
+    logger.info("worker %d listening on %s:%d", index, settings.host, settings.port)
+    _run_uvicorn(create_app(build_components(settings, sweep_staging=False)), settings, sockets=[sock])
+
+
+def _supervise(settings: Settings) -> None:
+    # Reserve the port (and resolve port 0) with an SO_REUSEPORT socket that never listens.
+    reserved = _reuse_port_socket(settings.host, settings.port)
+    settings = settings.model_copy(update={"port": reserved.getsockname()[1]})
+    context = multiprocessing.get_context("spawn")
+    payload = settings.model_dump_json()
+    workers = [
+        context.Process(target=_worker_main, args=(payload, i), name=f"ferryman-worker-{i}")
+        for i in range(settings.workers)
+    ]
+    for worker in workers:
+        worker.start()
+    logger.info("started %d workers on %s:%d", len(workers), settings.host, settings.port)
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for worker in workers:
+            if worker.is_alive() and worker.pid is not None:
+                os.kill(worker.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        while not stopping:
+            for index, worker in enumerate(workers):
+                worker.join(timeout=0.5 / len(workers))
+                if not stopping and not worker.is_alive():
+                    logger.error("worker %d exited with %s; starting a new one", index, worker.exitcode)
+                    workers[index] = context.Process(target=_worker_main, args=(payload, index), name=worker.name)
+                    workers[index].start()
+        for worker in workers:
+            worker.join(timeout=40)
+            if worker.is_alive():
+                worker.kill()
+    finally:
+        reserved.close()

@@ -42,6 +42,9 @@ def serve(
         typer.Option("--config", "-c", help="Settings file.", show_default="./ferryman.yaml if present"),
     ] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error.", show_default="info")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Server processes sharing the port (each loads the models).", show_default="1")
+    ] = None,
 ) -> None:
     """Start a server. Flags override FERRYMAN_* variables, which override ferryman.yaml."""
     import yaml
@@ -62,6 +65,7 @@ def serve(
             home=home,
             repositories=list(repository) if repository else None,
             log_level=log_level,
+            workers=workers,
         )
     except (ValueError, OSError, yaml.YAMLError) as exc:
         fail(f"invalid settings: {exc}")

@@ -13,16 +13,19 @@ from starlette.responses import Response
 
 from ferryman.errors import FerrymanError, Overloaded
 
-__all__ = ["error_response", "install_error_handlers"]
+__all__ = ["error_body", "error_response", "install_error_handlers"]
 
 logger = logging.getLogger(__name__)
 
 
+def error_body(message: str) -> bytes:
+    """The V2 error body: ``{"error": "..."}``."""
+    return orjson.dumps({"error": message})
+
+
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    """A V2-style error body."""
-    return Response(
-        orjson.dumps({"error": message}), status_code=status, media_type="application/json", headers=headers
-    )
+    """A V2-style error response."""
+    return Response(error_body(message), status_code=status, media_type="application/json", headers=headers)
 
 
 async def _ferryman_error(_: Request, exc: Exception) -> Response:

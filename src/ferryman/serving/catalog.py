@@ -75,9 +75,16 @@ class Catalog:
         self._registry = registry
         self._repository = repository
         self.models: dict[str, CatalogModel] = {}
+        #: The registry revision the snapshot was built from (None before the first refresh).
+        self.revision: int | None = None
+
+    def registry_revision(self) -> int:
+        """The registry's current change counter (one cheap query; blocking)."""
+        return self._registry.revision()
 
     def refresh(self) -> bool:
         """Rebuild the snapshot (blocking: call off the event loop); True when anything changed."""
+        revision = self._registry.revision()
         models: dict[str, CatalogModel] = {}
         for record in self._registry.list_models():
             versions = {
@@ -126,4 +133,5 @@ class Catalog:
                 )
         changed = models != self.models
         self.models = models
+        self.revision = revision
         return changed

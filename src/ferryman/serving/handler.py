@@ -10,8 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from ferryman.errors import DeadlineExceeded, FerrymanError, InvalidInput, ModelFailed
+from ferryman.errors import DeadlineExceeded, FerrymanError, InvalidInput, ModelFailed, NotFound
+from ferryman.serving.catalog import CatalogModel
 from ferryman.serving.manager import LoadedVersion, ModelManager
+from ferryman.serving.sync import CatalogSync
 from ferryman.serving.validation import check_outputs, validate_inputs
 from ferryman.tensors import InferenceRequest, InferenceResponse, Signature
 
@@ -23,13 +25,32 @@ logger = logging.getLogger(__name__)
 class InferenceHandler:
     """Route → validate → predict (off the event loop) → check outputs, for every protocol."""
 
-    def __init__(self, manager: ModelManager, executor: Executor) -> None:
+    def __init__(self, manager: ModelManager, executor: Executor, sync: CatalogSync | None = None) -> None:
         self._manager = manager
         self._executor = executor
+        self._sync = sync
+
+    async def model(self, name: str) -> CatalogModel:
+        """The catalog entry for ``name``; a name this process has not seen yet triggers one fresh look."""
+        try:
+            return self._manager.model(name)
+        except NotFound:
+            if self._sync is not None and await self._sync.refresh_if_stale():
+                return self._manager.model(name)
+            raise
+
+    async def _acquire(self, name: str, version: str | None) -> LoadedVersion:
+        try:
+            return await self._manager.acquire(name, version)
+        except NotFound:
+            # Pushed through another worker or replica a moment ago? Look once more before a 404.
+            if self._sync is not None and await self._sync.refresh_if_stale():
+                return await self._manager.acquire(name, version)
+            raise
 
     async def infer(self, request: InferenceRequest) -> InferenceResponse:
         """Serve one inference request; raises a FerrymanError subclass on any failure."""
-        loaded = await self._manager.acquire(request.model_name, request.model_version)
+        loaded = await self._acquire(request.model_name, request.model_version)
         inputs = validate_inputs(loaded.signature, request, loaded.label)
         if request.outputs is not None:
             self._check_requested(loaded, request.outputs)
@@ -56,7 +77,7 @@ class InferenceHandler:
 
     async def signature(self, model_name: str, version: str | None) -> tuple[LoadedVersion, Signature]:
         """The loaded version a request would reach, and its signature (for protocol decoders)."""
-        loaded = await self._manager.acquire(model_name, version)
+        loaded = await self._acquire(model_name, version)
         return loaded, loaded.signature
 
     @staticmethod
