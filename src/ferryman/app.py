@@ -26,10 +26,15 @@ from ferryman.registry.repository import ModelRepository
 from ferryman.registry.service import RegistryService
 from ferryman.registry.store import create_registry_engine, upgrade_to_head
 from ferryman.serving.batcher import BatchPolicy, check_batching_config
+from ferryman.serving.cache import CacheLimits, check_cache_config
 from ferryman.serving.catalog import Catalog
+from ferryman.serving.fallback import check_fallback_config
 from ferryman.serving.handler import InferenceHandler
+from ferryman.serving.loading import check_warmup_config
 from ferryman.serving.manager import ModelManager
+from ferryman.serving.memory import MemoryBudget, configure_allocator
 from ferryman.serving.sync import CatalogSync
+from ferryman.serving.workers import check_worker_config
 
 __all__ = ["Components", "build_components", "create_app"]
 
@@ -37,6 +42,15 @@ logger = logging.getLogger(__name__)
 
 #: Cap on unpacked folder artifacts (custom models), so a hostile tar cannot fill the disk.
 _MAX_UNPACKED_BYTES = 16 * 1024**3
+
+#: Checks of a pushed version's runtime_config, each owned by the layer that reads that block.
+_CONFIG_CHECKS = [
+    check_batching_config,
+    check_cache_config,
+    check_warmup_config,
+    check_fallback_config,
+    check_worker_config,
+]
 
 
 @dataclass(slots=True)
@@ -62,6 +76,7 @@ def build_components(settings: Settings, *, sweep_staging: bool = True) -> Compo
     server may do it (a worker started later would delete its siblings' uploads in flight).
     """
     settings.home.mkdir(parents=True, exist_ok=True)
+    configure_allocator()  # so that unloading a model gives its memory back (serving/memory.py)
     engine = create_registry_engine(settings.resolved_database_url)
     upgrade_to_head(engine)
     artifacts = ArtifactStore(settings.resolved_artifacts_dir)
@@ -83,13 +98,21 @@ def build_components(settings: Settings, *, sweep_staging: bool = True) -> Compo
         if settings.batching
         else None
     )
-    manager = ModelManager(catalog, artifacts, io_pool, inference_pool, batch_defaults)
+    manager = ModelManager(
+        catalog,
+        artifacts,
+        io_pool,
+        inference_pool,
+        batch_defaults,
+        budget=MemoryBudget(settings.memory_budget_mb * 2**20 if settings.memory_budget_mb else None),
+        cache_defaults=CacheLimits(settings.cache_max_entries, int(settings.cache_max_mb * 2**20)),
+    )
     sync = CatalogSync(catalog, manager, io_pool)
     return Components(
         settings=settings,
         registry=registry,
         artifacts=artifacts,
-        intake=ModelIntake(registry, artifacts, _MAX_UNPACKED_BYTES, config_checks=[check_batching_config]),
+        intake=ModelIntake(registry, artifacts, _MAX_UNPACKED_BYTES, config_checks=_CONFIG_CHECKS),
         catalog=catalog,
         manager=manager,
         handler=InferenceHandler(manager, inference_pool, sync),

@@ -66,6 +66,19 @@ class Settings(BaseSettings):
     batch_max_queue: int = Field(default=1024, ge=1)
     """Default bound on queued requests per version; beyond it requests get 429 with Retry-After."""
 
+    memory_budget_mb: int | None = Field(default=None, gt=0)
+    """Bound, in MiB, on the estimated memory of loaded versions in each server process (None = no bound).
+
+    Past it, least-recently-used idle versions are unloaded to make room; they load again on their
+    next request. A load that cannot fit even then fails with 503 naming the budget.
+    """
+
+    cache_max_entries: int = Field(default=1024, ge=1)
+    """Responses one version's cache holds when its runtime config says ``cache: true`` (caching is opt-in)."""
+
+    cache_max_mb: float = Field(default=64, gt=0)
+    """Output bytes, in MiB, one version's response cache holds at most."""
+
     load_on_startup: bool = True
     """Load each model's default version (production alias, else latest) when the server starts."""
 

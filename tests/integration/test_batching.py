@@ -50,15 +50,23 @@ def server(ferryman_server: ServerProcess, regression: tuple[Path, LinearRegress
     return ferryman_server
 
 
-async def fire(url: str, model: str, rows: np.ndarray) -> list[float]:
+async def fire(
+    url: str,
+    model: str,
+    rows: np.ndarray,
+    output: str = "predict",
+    shape: tuple[int, int] = (1, 6),
+    datatype: str = "FP64",
+) -> list[float]:
     """All requests at once over 64 connections (aiohttp: httpx's async pool is too slow for this)."""
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session:
 
         async def one(row: np.ndarray) -> float:
-            body = {"inputs": [{"name": "input", "datatype": "FP64", "shape": [1, 6], "data": row.tolist()}]}
+            body = {"inputs": [{"name": "input", "datatype": datatype, "shape": list(shape), "data": row.tolist()}]}
             async with session.post(f"{url}/v2/models/{model}/infer", json=body) as response:
                 assert response.status == 200, await response.text()
-                return float((await response.json())["outputs"][0]["data"][0])
+                outputs = (await response.json())["outputs"]
+                return float(next(o for o in outputs if o["name"] == output)["data"][0])
 
         return await asyncio.gather(*(one(row) for row in rows))
 

@@ -18,7 +18,11 @@ ROW = {"inputs": [{"name": "input", "datatype": "FP64", "shape": [1, 4], "data":
 def worker_pids(parent: int) -> list[int]:
     """The server's worker processes (not multiprocessing's resource tracker)."""
     pids = []
-    for pid in Path(f"/proc/{parent}/task/{parent}/children").read_text().split():
+    # Children started from any thread of the parent (a process's children are listed per thread).
+    children = [
+        pid for task in Path(f"/proc/{parent}/task").iterdir() for pid in (task / "children").read_text().split()
+    ]
+    for pid in children:
         try:
             if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 pids.append(int(pid))

@@ -83,11 +83,15 @@ class ManagementApi:
                 "signature": entry.signature.to_dict() if entry.signature else None,
             }
         state, reason = self._manager.state(entry.model, entry.version)
+        # The latest load in this process (null before the first): cold-start seconds, estimated bytes.
+        stats = self._manager.load_stats(entry.model, entry.version)
         document.update(
             source=entry.source,
             aliases=model.aliases_of(entry.version),
             state=state.value,
             state_reason=reason,
+            load_seconds=round(stats[0], 6) if stats else None,
+            memory_bytes=stats[1] if stats else None,
         )
         return document
 

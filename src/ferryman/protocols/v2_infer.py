@@ -21,6 +21,7 @@ from ferryman.errors import FerrymanError, InvalidInput, PayloadTooLarge
 from ferryman.protocols.http_errors import error_body
 from ferryman.protocols.request_id import REQUEST_ID, caller_request_id
 from ferryman.protocols.v2_codec import decode_raw_binary_request, decode_request, encode_response
+from ferryman.serving.fallback import FALLBACK_PARAMETER
 from ferryman.serving.handler import InferenceHandler
 from ferryman.tensors import InferenceRequest
 
@@ -92,7 +93,7 @@ class V2InferenceApp:
             await _respond(send, 405, error_body("Method Not Allowed"), _JSON, request_id, None)
             return
         try:
-            payload, header_length = await self._infer(scope, receive, *target)
+            payload, header_length, fallback = await self._infer(scope, receive, *target)
         except _ClientGone:
             return
         except FerrymanError as exc:
@@ -106,13 +107,16 @@ class V2InferenceApp:
             logger.exception("unhandled error in inference")
             await _respond(send, 500, error_body(f"internal error: {type(exc).__name__}"), _JSON, request_id, None)
             return
+        extra = [(b"x-ferryman-fallback", fallback.encode())] if fallback else []
         if header_length is None:
-            await _respond(send, 200, payload, _JSON, request_id, None)
+            await _respond(send, 200, payload, _JSON, request_id, extra)
         else:
-            extra = [(b"inference-header-content-length", str(header_length).encode())]
+            extra.append((b"inference-header-content-length", str(header_length).encode()))
             await _respond(send, 200, payload, _BINARY, request_id, extra)
 
-    async def _infer(self, scope: Scope, receive: Receive, name: str, version: str | None) -> tuple[bytes, int | None]:
+    async def _infer(
+        self, scope: Scope, receive: Receive, name: str, version: str | None
+    ) -> tuple[bytes, int | None, str | None]:
         await self._handler.model(name)  # an unknown model is a 404 whatever the body says
         headers = _headers(scope)
         body = await self._read_body(receive, headers.get("content-length"))
@@ -134,7 +138,9 @@ class V2InferenceApp:
             inference = decode_request(body, int(header), name, version)
         inference.deadline = request_deadline(headers.get("x-ferryman-timeout-ms"), inference.parameters)
         response = await self._handler.infer(inference)
-        return encode_response(response, inference.binary_outputs, inference.all_outputs_binary)
+        payload, header_length = encode_response(response, inference.binary_outputs, inference.all_outputs_binary)
+        fallback = response.parameters.get(FALLBACK_PARAMETER) if response.parameters else None
+        return payload, header_length, fallback
 
     async def _read_body(self, receive: Receive, declared: str | None) -> bytes:
         """The whole body, refusing (413) anything over the limit before buffering it."""

@@ -15,7 +15,7 @@ import collections
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -147,22 +147,40 @@ class Batcher:
         self._running = 0
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        #: Counters for metrics and tests: batches run, rows run, requests dropped by deadline.
+        #: Counters for metrics and tests: batches and rows run; requests expired in the queue or refused at admission.
         self.batches = 0
         self.rows = 0
         self.expired = 0
+        self.rejected = 0
 
     async def submit(self, inputs: Arrays, deadline: float | None = None) -> Arrays:
         """Queue one request (arrays sharing a first, batch dimension) and wait for its rows."""
         if len(self._queue) >= self.policy.max_queue_size:
             raise Overloaded(f"{self._label} has {len(self._queue)} requests queued; retry shortly", retry_after=1)
         rows, key = _batch_key(inputs)
+        if deadline is not None:
+            self._admit(rows, deadline)
         loop = asyncio.get_running_loop()
         pending = _Pending(inputs, rows, key, time.monotonic(), deadline, loop.create_future())
         self._queue.append(pending)
         self._queued_rows += rows
         self._dispatch()
         return await pending.future
+
+    def _admit(self, rows: int, deadline: float) -> None:
+        """Refuse at once a request that the queue ahead of it would make miss its deadline."""
+        model = self.sizer.cost_model()
+        if model is None:
+            return
+        intercept, slope = model
+        target = self.sizer.target()
+        batches = -(-(self._queued_rows + rows) // target) + (1 if self._running >= self.policy.instances else 0)
+        wait = batches * (intercept + slope * target) / self.policy.instances
+        if time.monotonic() + wait > deadline:
+            self.rejected += 1
+            raise DeadlineExceeded(
+                f"{self._label} cannot answer within the deadline: about {wait * 1000:.1f} ms of work is queued"
+            )
 
     @property
     def queued(self) -> int:
@@ -335,4 +353,8 @@ def batcher_for(
     enabled = raw.get("enabled", framework in BATCHABLE_FRAMEWORKS)
     if not enabled or not signature_inputs or any(not shape or shape[0] != -1 for shape in signature_inputs):
         return None
+    processes = runtime_config.get("process_workers")
+    if isinstance(processes, int) and "instances" not in raw:
+        # One batch per worker process at a time: that is what the processes are for.
+        defaults = replace(defaults, instances=processes)
     return Batcher(predict, executor, BatchPolicy.from_config(raw, defaults), label)

@@ -12,6 +12,7 @@ import numpy as np
 
 from ferryman.errors import DeadlineExceeded, FerrymanError, InvalidInput, ModelFailed, NotFound
 from ferryman.serving.catalog import CatalogModel
+from ferryman.serving.fallback import FALLBACK_PARAMETER, Fallback, parse_fallback
 from ferryman.serving.manager import LoadedVersion, ModelManager
 from ferryman.serving.sync import CatalogSync
 from ferryman.serving.validation import check_outputs, validate_inputs
@@ -54,19 +55,33 @@ class InferenceHandler:
         inputs = validate_inputs(loaded.signature, request, loaded.label)
         if request.outputs is not None:
             self._check_requested(loaded, request.outputs)
+        cache = loaded.cache
+        key = cache.key(loaded.model, loaded.version, inputs, request.outputs) if cache is not None else b""
         loaded.enter()
         try:
+            hit = cache.get(key) if cache is not None else None
+            if hit is not None:
+                return InferenceResponse(
+                    loaded.model, str(loaded.version), dict(hit.outputs), dict(hit.datatypes), id=request.id
+                )
             if loaded.batcher is not None:
                 results = await loaded.batcher.submit(inputs, request.deadline)
             else:
                 if request.deadline is not None and request.deadline <= time.monotonic():
                     raise DeadlineExceeded(f"{loaded.label}: the request's deadline passed before it could run")
                 results = await asyncio.get_running_loop().run_in_executor(self._executor, _predict, loaded, inputs)
+        except DeadlineExceeded:
+            fallback = parse_fallback(self._manager.model(loaded.model).versions[loaded.version].runtime_config)
+            if fallback is None:
+                raise
+            return await self._serve_fallback(fallback, loaded, request, _batch_size(inputs) or 1)
         finally:
             loaded.leave()
         outputs, datatypes = check_outputs(
             loaded.signature, results, request.outputs, _batch_size(inputs), loaded.label
         )
+        if cache is not None:
+            cache.put(key, outputs, datatypes)
         return InferenceResponse(
             model_name=loaded.model,
             model_version=str(loaded.version),
@@ -74,6 +89,26 @@ class InferenceHandler:
             output_datatypes=datatypes,
             id=request.id,
         )
+
+    async def _serve_fallback(
+        self, fallback: Fallback, loaded: LoadedVersion, request: InferenceRequest, rows: int
+    ) -> InferenceResponse:
+        """Answer from the version's declared fallback, marked as such in the response parameters."""
+        if fallback.model is not None:
+            substitute = InferenceRequest(
+                model_name=fallback.model,
+                model_version=fallback.version,
+                inputs=request.inputs,
+                id=request.id,
+                outputs=request.outputs,
+                declared_datatypes=request.declared_datatypes,
+            )
+            response = await self.infer(substitute)  # no deadline, so no second fallback
+        else:
+            outputs, datatypes = fallback.default_outputs(loaded.signature, rows, request.outputs)
+            response = InferenceResponse(loaded.model, str(loaded.version), outputs, datatypes, id=request.id)
+        response.parameters = {**(response.parameters or {}), FALLBACK_PARAMETER: fallback.label}
+        return response
 
     async def signature(self, model_name: str, version: str | None) -> tuple[LoadedVersion, Signature]:
         """The loaded version a request would reach, and its signature (for protocol decoders)."""

@@ -26,11 +26,24 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ferryman.errors import ModelFailed
+from ferryman.errors import InvalidInput, ModelFailed
 from ferryman.runtimes.base import RuntimeConfig
 from ferryman.tensors import Signature
 
-__all__ = ["ProcessPoolRuntime"]
+__all__ = ["MAX_PROCESS_WORKERS", "ProcessPoolRuntime", "check_worker_config"]
+
+#: Most child processes one version may use.
+MAX_PROCESS_WORKERS = 16
+
+
+def check_worker_config(runtime_config: dict[str, Any]) -> None:
+    """Refuse a malformed ``runtime_config.process_workers`` (run at push time)."""
+    value = runtime_config.get("process_workers")
+    if value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_PROCESS_WORKERS:
+        raise InvalidInput(f"runtime_config.process_workers must be an integer from 1 to {MAX_PROCESS_WORKERS}")
+
 
 logger = logging.getLogger(__name__)
 
