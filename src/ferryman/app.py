@@ -14,8 +14,10 @@ from starlette.types import ASGIApp
 
 from ferryman import __version__
 from ferryman.config import Settings
+from ferryman.monitoring.metrics import FerrymanCollector, LoadedView, RequestMetrics, build_registry
 from ferryman.protocols.http_errors import install_error_handlers
 from ferryman.protocols.management import ManagementApi
+from ferryman.protocols.metrics import metrics_route
 from ferryman.protocols.openapi import install_v2_openapi
 from ferryman.protocols.request_id import RequestIdMiddleware
 from ferryman.protocols.v2_infer import V2InferenceApp
@@ -65,6 +67,7 @@ class Components:
     manager: ModelManager
     handler: InferenceHandler
     sync: CatalogSync
+    request_metrics: RequestMetrics
     inference_pool: ThreadPoolExecutor
     io_pool: ThreadPoolExecutor
 
@@ -108,6 +111,7 @@ def build_components(settings: Settings, *, sweep_staging: bool = True) -> Compo
         cache_defaults=CacheLimits(settings.cache_max_entries, int(settings.cache_max_mb * 2**20)),
     )
     sync = CatalogSync(catalog, manager, io_pool)
+    request_metrics = RequestMetrics()
     return Components(
         settings=settings,
         registry=registry,
@@ -115,7 +119,8 @@ def build_components(settings: Settings, *, sweep_staging: bool = True) -> Compo
         intake=ModelIntake(registry, artifacts, _MAX_UNPACKED_BYTES, config_checks=_CONFIG_CHECKS),
         catalog=catalog,
         manager=manager,
-        handler=InferenceHandler(manager, inference_pool, sync),
+        handler=InferenceHandler(manager, inference_pool, sync, request_metrics),
+        request_metrics=request_metrics,
         sync=sync,
         inference_pool=inference_pool,
         io_pool=io_pool,
@@ -149,6 +154,7 @@ def create_app(components: Components) -> ASGIApp:
     )
     install_error_handlers(app)
     app.router.routes.extend(v2.routes())
+    app.router.routes.append(metrics_route(build_registry(_collector(components))))
     management = ManagementApi(
         components.registry,
         components.intake,
@@ -162,6 +168,46 @@ def create_app(components: Components) -> ASGIApp:
     install_v2_openapi(app)
     # The inference endpoint sits in front of FastAPI's stack; everything else goes through it.
     return V2InferenceApp(components.handler, RequestIdMiddleware(app), settings.max_request_bytes)
+
+
+def _collector(components: Components) -> FerrymanCollector:
+    manager = components.manager
+
+    def loaded() -> list[LoadedView]:
+        views = []
+        for version in manager.loaded_versions():
+            batcher, cache = version.batcher, version.cache
+            batch: dict[str, object] | None = None
+            if batcher is not None:
+                batch = {
+                    "queue": batcher.queue_seconds,
+                    "run": batcher.run_seconds,
+                    "rows": batcher.batch_rows,
+                    "expired": batcher.expired,
+                    "rejected": batcher.rejected,
+                    "shed": batcher.shed,
+                }
+            views.append(
+                LoadedView(
+                    model=version.model,
+                    version=str(version.version),
+                    memory_bytes=version.memory_bytes,
+                    load_seconds=version.load_seconds,
+                    queued=batcher.queued if batcher is not None else 0,
+                    batch=batch,
+                    cache={"hits": cache.hits, "misses": cache.misses} if cache is not None else None,
+                )
+            )
+        return views
+
+    def counters() -> dict[str, int]:
+        return {
+            "cold_starts": manager.cold_starts,
+            "evictions": manager.evictions,
+            "load_failures": manager.load_failures,
+        }
+
+    return FerrymanCollector(components.request_metrics, loaded, counters)
 
 
 async def _load_defaults(components: Components, v2: V2Routes) -> None:

@@ -39,6 +39,19 @@ class _ClientGone(Exception):
     """The client disconnected before its body arrived: nobody to answer."""
 
 
+class _Unrouted(Exception):
+    """A request refused before it reached a model version (counted apart in the metrics)."""
+
+    def __init__(self, error: FerrymanError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def _retry_after(error: FerrymanError) -> list[tuple[bytes, bytes]] | None:
+    retry = getattr(error, "retry_after", None)
+    return [(b"retry-after", str(max(1, round(retry))).encode())] if retry is not None else None
+
+
 def request_deadline(header: str | None, parameters: dict[str, Any] | None) -> float | None:
     """The request's deadline from ``x-ferryman-timeout-ms`` or the V2 ``timeout`` parameter (µs)."""
     seconds: float | None = None
@@ -96,12 +109,15 @@ class V2InferenceApp:
             payload, header_length, fallback = await self._infer(scope, receive, *target)
         except _ClientGone:
             return
+        except _Unrouted as wrapped:
+            exc = wrapped.error
+            self._handler.record_unrouted(exc)
+            await _respond(send, exc.status, error_body(exc.message), _JSON, request_id, _retry_after(exc))
+            return
         except FerrymanError as exc:
             if exc.status >= 500:
                 logger.warning("%s: %s", type(exc).__name__, exc.message)
-            retry = getattr(exc, "retry_after", None)
-            extra = [(b"retry-after", str(max(1, round(retry))).encode())] if retry is not None else None
-            await _respond(send, exc.status, error_body(exc.message), _JSON, request_id, extra)
+            await _respond(send, exc.status, error_body(exc.message), _JSON, request_id, _retry_after(exc))
             return
         except Exception as exc:
             logger.exception("unhandled error in inference")
@@ -117,6 +133,16 @@ class V2InferenceApp:
     async def _infer(
         self, scope: Scope, receive: Receive, name: str, version: str | None
     ) -> tuple[bytes, int | None, str | None]:
+        try:
+            inference = await self._decode(scope, receive, name, version)
+        except FerrymanError as exc:
+            raise _Unrouted(exc) from exc
+        response = await self._handler.infer(inference)
+        payload, header_length = encode_response(response, inference.binary_outputs, inference.all_outputs_binary)
+        fallback = response.parameters.get(FALLBACK_PARAMETER) if response.parameters else None
+        return payload, header_length, fallback
+
+    async def _decode(self, scope: Scope, receive: Receive, name: str, version: str | None) -> InferenceRequest:
         await self._handler.model(name)  # an unknown model is a 404 whatever the body says
         headers = _headers(scope)
         body = await self._read_body(receive, headers.get("content-length"))
@@ -137,10 +163,7 @@ class V2InferenceApp:
         else:
             inference = decode_request(body, int(header), name, version)
         inference.deadline = request_deadline(headers.get("x-ferryman-timeout-ms"), inference.parameters)
-        response = await self._handler.infer(inference)
-        payload, header_length = encode_response(response, inference.binary_outputs, inference.all_outputs_binary)
-        fallback = response.parameters.get(FALLBACK_PARAMETER) if response.parameters else None
-        return payload, header_length, fallback
+        return inference
 
     async def _read_body(self, receive: Receive, declared: str | None) -> bytes:
         """The whole body, refusing (413) anything over the limit before buffering it."""

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ferryman.errors import DeadlineExceeded, FerrymanError, InvalidInput, ModelFailed, Overloaded
+from ferryman.monitoring.metrics import BATCH_BUCKETS, LATENCY_BUCKETS, Histogram
 
 __all__ = ["BatchPolicy", "BatchSizer", "Batcher", "batcher_for", "check_batching_config"]
 
@@ -152,10 +153,15 @@ class Batcher:
         self.rows = 0
         self.expired = 0
         self.rejected = 0
+        self.shed = 0
+        self.queue_seconds = Histogram(LATENCY_BUCKETS)
+        self.run_seconds = Histogram(LATENCY_BUCKETS)
+        self.batch_rows = Histogram(BATCH_BUCKETS)
 
     async def submit(self, inputs: Arrays, deadline: float | None = None) -> Arrays:
         """Queue one request (arrays sharing a first, batch dimension) and wait for its rows."""
         if len(self._queue) >= self.policy.max_queue_size:
+            self.shed += 1
             raise Overloaded(f"{self._label} has {len(self._queue)} requests queued; retry shortly", retry_after=1)
         rows, key = _batch_key(inputs)
         if deadline is not None:
@@ -254,10 +260,15 @@ class Batcher:
             merged = batch[0].inputs if len(batch) == 1 else _concatenate(batch)
             rows = sum(item.rows for item in batch)
             started = time.monotonic()
+            for item in batch:
+                self.queue_seconds.observe(started - item.arrival)
             try:
                 results = await loop.run_in_executor(self._executor, self._predict, merged)
             finally:
-                self.sizer.observe(rows, time.monotonic() - started)
+                elapsed = time.monotonic() - started
+                self.sizer.observe(rows, elapsed)
+                self.run_seconds.observe(elapsed)
+                self.batch_rows.observe(rows)
             self.batches += 1
             self.rows += rows
             _split(results, batch, rows, self._label)

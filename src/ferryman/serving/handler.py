@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ferryman.errors import DeadlineExceeded, FerrymanError, InvalidInput, ModelFailed, NotFound
+from ferryman.monitoring.metrics import RequestMetrics, outcome_of
 from ferryman.serving.catalog import CatalogModel
 from ferryman.serving.fallback import FALLBACK_PARAMETER, Fallback, parse_fallback
 from ferryman.serving.manager import LoadedVersion, ModelManager
@@ -26,10 +27,21 @@ logger = logging.getLogger(__name__)
 class InferenceHandler:
     """Route → validate → predict (off the event loop) → check outputs, for every protocol."""
 
-    def __init__(self, manager: ModelManager, executor: Executor, sync: CatalogSync | None = None) -> None:
+    def __init__(
+        self,
+        manager: ModelManager,
+        executor: Executor,
+        sync: CatalogSync | None = None,
+        metrics: RequestMetrics | None = None,
+    ) -> None:
         self._manager = manager
         self._executor = executor
         self._sync = sync
+        self._metrics = metrics or RequestMetrics()
+
+    def record_unrouted(self, error: Exception) -> None:
+        """Count a request that failed before reaching a model version (bad body, unknown model)."""
+        self._metrics.unrouted[outcome_of(error)] += 1
 
     async def model(self, name: str) -> CatalogModel:
         """The catalog entry for ``name``; a name this process has not seen yet triggers one fresh look."""
@@ -51,7 +63,28 @@ class InferenceHandler:
 
     async def infer(self, request: InferenceRequest) -> InferenceResponse:
         """Serve one inference request; raises a FerrymanError subclass on any failure."""
-        loaded = await self._acquire(request.model_name, request.model_version)
+        started = time.perf_counter()
+        try:
+            loaded = await self._acquire(request.model_name, request.model_version)
+        except FerrymanError as exc:
+            self._metrics.unrouted[outcome_of(exc)] += 1
+            raise
+        stats = self._metrics.stats(loaded.model, str(loaded.version))
+        stats.inflight += 1
+        outcome = "failed"
+        try:
+            response = await self._serve(loaded, request)
+            outcome = "ok"
+            return response
+        except FerrymanError as exc:
+            outcome = outcome_of(exc)
+            raise
+        finally:
+            stats.inflight -= 1
+            stats.outcomes[outcome] += 1
+            stats.latency.observe(time.perf_counter() - started)
+
+    async def _serve(self, loaded: LoadedVersion, request: InferenceRequest) -> InferenceResponse:
         inputs = validate_inputs(loaded.signature, request, loaded.label)
         if request.outputs is not None:
             self._check_requested(loaded, request.outputs)

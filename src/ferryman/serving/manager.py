@@ -127,6 +127,7 @@ class ModelManager:
         #: Counters for metrics: loads caused by a request, and versions the budget unloaded.
         self.cold_starts = 0
         self.evictions = 0
+        self.load_failures = 0
 
     # -- lookups on the request path -------------------------------------------------------------
 
@@ -302,12 +303,14 @@ class ModelManager:
             return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
         except FerrymanError as exc:
             message = f"{label} cannot be loaded: {exc.message}"
+            self.load_failures += 1
             self._failures[key] = (entry.sha256, message)
             self._evicted.pop(key, None)
             logger.error(message)
             raise ModelFailed(message, status=exc.status if exc.status >= 500 else 500) from exc
         except Exception as exc:
             message = f"{label} cannot be loaded: {type(exc).__name__}: {exc}"
+            self.load_failures += 1
             self._failures[key] = (entry.sha256, message)
             self._evicted.pop(key, None)
             logger.exception(message)

@@ -1,0 +1,1 @@
+"""Watching models in production: metrics (and, later, drift, data quality, feedback, alerts)."""
