@@ -46,6 +46,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def wait_for(condition: Callable[[], object], what: str = "condition", deadline_s: float = 30.0) -> None:
+    """Poll ``condition`` until it is truthy, or fail after ``deadline_s`` naming ``what``."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)  # sync-ok: polling interval while waiting on a condition with a deadline
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 class ServerProcess:
     """A `ferryman serve` subprocess on a free port with its own FERRYMAN_HOME."""
 

@@ -103,15 +103,6 @@ def states(url: str, *models: str) -> dict[str, str]:
     return {model: version(url, model)["state"] for model in models}
 
 
-def wait_for(condition: Any, what: str, deadline_s: float = 30.0) -> None:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)  # sync-ok: polling interval while waiting on a condition with a deadline
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def server_rss(server: ServerProcess) -> int:
     """The server process's resident set, in bytes, from /proc/<pid>/status."""
     for line in Path(f"/proc/{server.process.pid}/status").read_text().splitlines():

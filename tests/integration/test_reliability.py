@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from tests.conftest import ServerFactory
+from tests.conftest import ServerFactory, wait_for
 from tests.integration.test_v2_rest import assert_error, push, write_model_folder
 
 ROW = {"inputs": [{"name": "input", "datatype": "FP64", "shape": [1, 4], "data": [5.1, 3.5, 1.4, 0.2]}]}
@@ -33,15 +32,6 @@ class Slow(ferryman.Model):
     def predict(self, inputs):
         return inputs
 """
-
-
-def wait_for(condition, deadline_s: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)  # sync-ok: polling interval while waiting on a condition with a deadline
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def second_model(tmp_path: Path, iris_data: tuple[np.ndarray, np.ndarray]) -> Path:

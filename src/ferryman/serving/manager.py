@@ -301,20 +301,17 @@ class ModelManager:
         key = (entry.model, entry.version)
         try:
             return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-        except FerrymanError as exc:
-            message = f"{label} cannot be loaded: {exc.message}"
-            self.load_failures += 1
-            self._failures[key] = (entry.sha256, message)
-            self._evicted.pop(key, None)
-            logger.error(message)
-            raise ModelFailed(message, status=exc.status if exc.status >= 500 else 500) from exc
         except Exception as exc:
-            message = f"{label} cannot be loaded: {type(exc).__name__}: {exc}"
+            ours = isinstance(exc, FerrymanError)
+            reason = exc.message if isinstance(exc, FerrymanError) else f"{type(exc).__name__}: {exc}"
+            message = f"{label} cannot be loaded: {reason}"
             self.load_failures += 1
             self._failures[key] = (entry.sha256, message)
             self._evicted.pop(key, None)
-            logger.exception(message)
-            raise ModelFailed(message) from exc
+            # Our own errors explain themselves; anything else deserves its traceback in the log.
+            logger.log(logging.ERROR, message, exc_info=not ours)
+            status = exc.status if isinstance(exc, FerrymanError) and exc.status >= 500 else 500
+            raise ModelFailed(message, status=status) from exc
 
     async def _make_room(self, label: str, need: int, requester: str | None) -> int:
         """Unload least-recently-used idle versions until ``need`` more bytes fit the budget; how many."""
