@@ -38,3 +38,17 @@ test: lint
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .ferryman .mypy_cache .ruff_cache
+
+.PHONY: bench bench-quick wrk
+
+wrk:
+	@command -v wrk >/dev/null || { if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq wrk; \
+	  else echo "wrk is missing: run 'sudo apt-get install wrk'"; exit 1; fi; }
+
+## bench: Ferryman vs TorchServe, MLServer, KServe and bare ASGI apps in one run (~25 min); writes docs/benchmarks.md
+bench: venv wrk
+	$(BIN)/python -m bench.run
+
+## bench-quick: a short check of the benchmark harness itself (W1, a few servers, 3 s points); prints the tables
+bench-quick: venv wrk
+	$(BIN)/python -m bench.run --quick

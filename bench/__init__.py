@@ -1,0 +1,1 @@
+"""Benchmarks: ``make bench`` (peer benchmark, ``bench.run``) and ``bench/smoke.py``."""
