@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -107,6 +108,9 @@ def build_components(settings: Settings, *, sweep_staging: bool = True) -> Compo
         io_pool,
         inference_pool,
         batch_defaults,
+        # Worker processes share the cores: each runtime's intra-op threads get its share only, or
+        # ONNX Runtime's spinning threads in every process fight over the same cores.
+        threads=max(1, (os.cpu_count() or 1) // settings.workers),
         budget=MemoryBudget(settings.memory_budget_mb * 2**20 if settings.memory_budget_mb else None),
         cache_defaults=CacheLimits(settings.cache_max_entries, int(settings.cache_max_mb * 2**20)),
     )

@@ -52,6 +52,9 @@ class OnnxRuntime:
         options.inter_op_num_threads = 1
         if config.threads:
             options.intra_op_num_threads = config.threads
+        # Idle intra-op threads spin by default, burning a core between requests that a model
+        # server needs for HTTP and other models; a request costs a few µs more to wake them.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = onnxruntime.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
         inputs = []
         for node in session.get_inputs():
