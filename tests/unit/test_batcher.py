@@ -19,7 +19,7 @@ from ferryman.serving.batcher import Batcher, BatchPolicy, BatchSizer, batcher_f
 Arrays = dict[str, np.ndarray[Any, Any]]
 
 
-def transform(inputs: Arrays) -> Arrays:
+def transform(inputs: Arrays, wanted: frozenset[str] | None = None) -> Arrays:
     """A model whose every output row is a function of its own input row only."""
     x = inputs["x"]
     return {"y": x * 2 + 1, "first": x[:, 0].copy()}
@@ -32,7 +32,7 @@ class CountingModel:
         self.sizes: list[int] = []
         self.gate = gate
 
-    def __call__(self, inputs: Arrays) -> Arrays:
+    def __call__(self, inputs: Arrays, wanted: frozenset[str] | None = None) -> Arrays:
         if self.gate is not None:
             self.gate.wait(30)
         self.sizes.append(int(inputs["x"].shape[0]))
@@ -117,10 +117,10 @@ def test_queue_bound_sheds_with_429_and_expired_requests_get_504() -> None:
 
 
 def test_a_model_returning_the_wrong_row_count_fails_every_request_in_the_batch() -> None:
-    def lossy(inputs: Arrays) -> Arrays:
+    def lossy(inputs: Arrays, wanted: frozenset[str] | None = None) -> Arrays:
         return {"y": inputs["x"][:-1]}
 
-    def raising(inputs: Arrays) -> Arrays:
+    def raising(inputs: Arrays, wanted: frozenset[str] | None = None) -> Arrays:
         raise RuntimeError("boom")
 
     async def scenario() -> None:
@@ -187,3 +187,31 @@ def test_batcher_for_decides_by_framework_config_and_shapes() -> None:
         assert batcher_for("custom", {"batching": {"enabled": True}}, [(-1, 4)], *args) is not None
     finally:
         pool.shutdown()
+
+
+def test_a_batch_computes_the_union_of_the_outputs_its_callers_want() -> None:
+    gate = threading.Event()
+    seen: list[frozenset[str] | None] = []
+
+    def model(inputs: Arrays, wanted: frozenset[str] | None) -> Arrays:
+        gate.wait(30)
+        seen.append(wanted)
+        return transform(inputs)
+
+    async def scenario() -> None:
+        with ThreadPoolExecutor(1) as pool:
+            batcher = Batcher(model, pool, BatchPolicy(), "m")
+            first = asyncio.ensure_future(batcher.submit({"x": np.zeros((1, 2))}, wanted=frozenset({"y"})))
+            await asyncio.sleep(0)  # sync-ok: the first batch starts, the next ones queue behind it
+            rest = [
+                asyncio.ensure_future(batcher.submit({"x": np.zeros((1, 2))}, wanted=frozenset({"y"}))),
+                asyncio.ensure_future(batcher.submit({"x": np.zeros((1, 2))}, wanted=frozenset({"first"}))),
+            ]
+            await asyncio.sleep(0)  # sync-ok: both queued
+            gate.set()
+            await asyncio.gather(first, *rest)
+            everything = asyncio.ensure_future(batcher.submit({"x": np.zeros((1, 2))}))
+            await everything
+
+    asyncio.run(scenario())
+    assert seen == [frozenset({"y"}), frozenset({"y", "first"}), None]

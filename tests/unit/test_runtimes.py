@@ -431,3 +431,18 @@ def test_custom_entrypoint_must_name_a_module_and_class(tmp_path: Path, entrypoi
 
     with pytest.raises(InvalidInput, match="must look like 'module:Class'"):
         load_runtime(folder, None, RuntimeConfig())
+
+
+def test_sklearn_computes_only_the_outputs_asked_for(tmp_path: Path) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from ferryman.runtimes.base import run_predict
+
+    features, labels = load_iris(return_X_y=True)
+    model = LogisticRegression(max_iter=300).fit(features, labels)
+    joblib.dump(model, tmp_path / "m.joblib")
+    runtime = load_runtime(tmp_path / "m.joblib", None, RuntimeConfig())
+    only = run_predict(runtime, {"input": features[:5]}, frozenset({"predict"}))
+    assert set(only) == {"predict"}
+    np.testing.assert_array_equal(only["predict"], model.predict(features[:5]))
+    assert set(run_predict(runtime, {"input": features[:5]})) == {"predict", "predict_proba"}

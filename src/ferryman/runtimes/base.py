@@ -10,7 +10,7 @@ import numpy as np
 
 from ferryman.tensors import Signature
 
-__all__ = ["Runtime", "RuntimeConfig"]
+__all__ = ["Runtime", "RuntimeConfig", "SelectiveRuntime", "run_predict"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,3 +52,23 @@ class Runtime(Protocol):
     def unload(self) -> None:
         """Release the model's memory."""
         ...
+
+
+@runtime_checkable
+class SelectiveRuntime(Protocol):
+    """A runtime that can compute only some of its outputs (e.g. ``predict`` without ``predict_proba``)."""
+
+    def predict_outputs(
+        self, inputs: dict[str, np.ndarray[Any, Any]], outputs: frozenset[str]
+    ) -> dict[str, np.ndarray[Any, Any]]:
+        """Run a prediction computing at least the named outputs."""
+        ...
+
+
+def run_predict(
+    runtime: Runtime, inputs: dict[str, np.ndarray[Any, Any]], outputs: frozenset[str] | None = None
+) -> dict[str, np.ndarray[Any, Any]]:
+    """Predict, computing only ``outputs`` when the caller named some and the runtime can skip the rest."""
+    if outputs is not None and isinstance(runtime, SelectiveRuntime):
+        return runtime.predict_outputs(inputs, outputs)
+    return runtime.predict(inputs)

@@ -26,6 +26,8 @@ from ferryman.monitoring.metrics import BATCH_BUCKETS, LATENCY_BUCKETS, Histogra
 __all__ = ["BatchPolicy", "BatchSizer", "Batcher", "batcher_for", "check_batching_config"]
 
 Arrays = dict[str, np.ndarray[Any, Any]]
+#: A model call: inputs, and the outputs some caller wants (None = all).
+Predict = Callable[[Arrays, frozenset[str] | None], Arrays]
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +125,7 @@ class _Pending:
     inputs: Arrays
     rows: int
     key: tuple[Any, ...]
+    wanted: frozenset[str] | None
     arrival: float
     deadline: float | None
     future: asyncio.Future[Arrays] = field(repr=False)
@@ -133,7 +136,7 @@ class Batcher:
 
     def __init__(
         self,
-        predict: Callable[[Arrays], Arrays],
+        predict: Predict,
         executor: Executor,
         policy: BatchPolicy,
         label: str,
@@ -160,8 +163,13 @@ class Batcher:
         self.run_seconds = Histogram(LATENCY_BUCKETS)
         self.batch_rows = Histogram(BATCH_BUCKETS)
 
-    async def submit(self, inputs: Arrays, deadline: float | None = None) -> Arrays:
-        """Queue one request (arrays sharing a first, batch dimension) and wait for its rows."""
+    async def submit(
+        self, inputs: Arrays, deadline: float | None = None, wanted: frozenset[str] | None = None
+    ) -> Arrays:
+        """Queue one request (arrays sharing a first, batch dimension) and wait for its rows.
+
+        ``wanted`` names the outputs the caller needs (None = all): a batch computes the union.
+        """
         if len(self._queue) >= self.policy.max_queue_size:
             self.shed += 1
             raise Overloaded(f"{self._label} has {len(self._queue)} requests queued; retry shortly", retry_after=1)
@@ -169,7 +177,7 @@ class Batcher:
         if deadline is not None:
             self._admit(rows, deadline)
         loop = asyncio.get_running_loop()
-        pending = _Pending(inputs, rows, key, time.monotonic(), deadline, loop.create_future())
+        pending = _Pending(inputs, rows, key, wanted, time.monotonic(), deadline, loop.create_future())
         self._queue.append(pending)
         self._queued_rows += rows
         self._dispatch()
@@ -280,7 +288,7 @@ class Batcher:
             for item in batch:
                 self.queue_seconds.observe(started - item.arrival)
             try:
-                results = await loop.run_in_executor(self._executor, self._predict, merged)
+                results = await loop.run_in_executor(self._executor, self._predict, merged, _union(batch))
             finally:
                 elapsed = time.monotonic() - started
                 self.sizer.observe(rows, elapsed)
@@ -316,6 +324,16 @@ def _batch_key(inputs: Arrays) -> tuple[int, tuple[Any, ...]]:
             raise InvalidInput(f"input '{name}' has {array.shape[0]} rows but the other inputs have {rows}")
         key.append((name, array.shape[1:], array.dtype.str))
     return rows or 0, tuple(key)
+
+
+def _union(batch: list[_Pending]) -> frozenset[str] | None:
+    """The outputs a batch must compute: everything as soon as one caller wants everything."""
+    wanted: frozenset[str] = frozenset()
+    for item in batch:
+        if item.wanted is None:
+            return None
+        wanted |= item.wanted
+    return wanted
 
 
 def _concatenate(batch: list[_Pending]) -> Arrays:
@@ -365,7 +383,7 @@ def batcher_for(
     framework: str | None,
     runtime_config: dict[str, Any],
     signature_inputs: list[tuple[int, ...]],
-    predict: Callable[[Arrays], Arrays],
+    predict: Predict,
     executor: Executor,
     defaults: BatchPolicy,
     label: str,

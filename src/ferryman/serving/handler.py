@@ -12,6 +12,7 @@ import numpy as np
 
 from ferryman.errors import DeadlineExceeded, FerrymanError, InvalidInput, ModelFailed, NotFound
 from ferryman.monitoring.metrics import RequestMetrics, outcome_of
+from ferryman.runtimes.base import run_predict
 from ferryman.serving.catalog import CatalogModel
 from ferryman.serving.fallback import FALLBACK_PARAMETER, Fallback, parse_fallback
 from ferryman.serving.manager import LoadedVersion, ModelManager
@@ -90,6 +91,7 @@ class InferenceHandler:
             self._check_requested(loaded, request.outputs)
         cache = loaded.cache
         key = cache.key(loaded.model, loaded.version, inputs, request.outputs) if cache is not None else b""
+        wanted = frozenset(request.outputs) if request.outputs is not None else None
         loaded.enter()
         try:
             hit = cache.get(key) if cache is not None else None
@@ -98,11 +100,13 @@ class InferenceHandler:
                     loaded.model, str(loaded.version), dict(hit.outputs), dict(hit.datatypes), id=request.id
                 )
             if loaded.batcher is not None:
-                results = await loaded.batcher.submit(inputs, request.deadline)
+                results = await loaded.batcher.submit(inputs, request.deadline, wanted)
             else:
                 if request.deadline is not None and request.deadline <= time.monotonic():
                     raise DeadlineExceeded(f"{loaded.label}: the request's deadline passed before it could run")
-                results = await asyncio.get_running_loop().run_in_executor(self._executor, _predict, loaded, inputs)
+                results = await asyncio.get_running_loop().run_in_executor(
+                    self._executor, _predict, loaded, inputs, wanted
+                )
         except DeadlineExceeded:
             fallback = parse_fallback(self._manager.model(loaded.model).versions[loaded.version].runtime_config)
             if fallback is None:
@@ -158,9 +162,11 @@ class InferenceHandler:
                 raise InvalidInput(f"unknown output '{name}': {loaded.label} has outputs {', '.join(declared)}")
 
 
-def _predict(loaded: LoadedVersion, inputs: dict[str, np.ndarray[Any, Any]]) -> dict[str, np.ndarray[Any, Any]]:
+def _predict(
+    loaded: LoadedVersion, inputs: dict[str, np.ndarray[Any, Any]], wanted: frozenset[str] | None
+) -> dict[str, np.ndarray[Any, Any]]:
     try:
-        results = loaded.runtime.predict(inputs)
+        results = run_predict(loaded.runtime, inputs, wanted)
     except FerrymanError:
         raise
     except Exception as exc:

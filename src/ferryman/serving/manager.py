@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from typing import Any, TypeVar
 
 from ferryman.errors import FerrymanError, ModelFailed, NotFound, Overloaded
 from ferryman.registry.artifacts import ArtifactStore
-from ferryman.runtimes.base import Runtime
+from ferryman.runtimes.base import Runtime, run_predict
 from ferryman.serving.batcher import Batcher, BatchPolicy, batcher_for
 from ferryman.serving.cache import CacheLimits, ResponseCache, cache_for
 from ferryman.serving.catalog import Catalog, CatalogModel, CatalogVersion
@@ -260,7 +261,7 @@ class ModelManager:
                     getattr(runtime, "inner_framework", None) or runtime.framework,
                     entry.runtime_config,
                     [spec.shape for spec in signature.inputs],
-                    runtime.predict,
+                    functools.partial(run_predict, runtime),
                     self._inference_executor,
                     self._batch_defaults,
                     label,
