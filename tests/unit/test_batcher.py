@@ -215,3 +215,27 @@ def test_a_batch_computes_the_union_of_the_outputs_its_callers_want() -> None:
 
     asyncio.run(scenario())
     assert seen == [frozenset({"y"}), frozenset({"y", "first"}), None]
+
+
+def test_a_version_with_a_latency_slo_sheds_what_would_wait_past_it() -> None:
+    gate = threading.Event()
+
+    def slow(inputs: Arrays, wanted: frozenset[str] | None = None) -> Arrays:
+        gate.wait(30)
+        return transform(inputs)
+
+    async def scenario() -> None:
+        with ThreadPoolExecutor(1) as pool:
+            batcher = Batcher(slow, pool, BatchPolicy(max_batch_size=1, latency_slo_ms=50), "model 'm' version 1")
+            for _ in range(3):
+                batcher.sizer.observe(1, 0.04)  # measured: 40 ms per call
+            running = asyncio.ensure_future(batcher.submit({"x": np.zeros((1, 2))}))
+            await asyncio.sleep(0)  # sync-ok: the first call starts; the next would wait 40 + 40 ms
+            with pytest.raises(Overloaded) as shed:
+                await batcher.submit({"x": np.zeros((1, 2))})
+            assert shed.value.status == 503 and "latency SLO" in shed.value.message
+            assert batcher.shed == 1
+            gate.set()
+            await running
+
+    asyncio.run(scenario())

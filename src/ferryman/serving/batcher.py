@@ -174,7 +174,7 @@ class Batcher:
             self.shed += 1
             raise Overloaded(f"{self._label} has {len(self._queue)} requests queued; retry shortly", retry_after=1)
         rows, key = _batch_key(inputs)
-        if deadline is not None:
+        if deadline is not None or self.policy.latency_slo_ms is not None:
             self._admit(rows, deadline)
         loop = asyncio.get_running_loop()
         pending = _Pending(inputs, rows, key, wanted, time.monotonic(), deadline, loop.create_future())
@@ -183,8 +183,13 @@ class Batcher:
         self._dispatch()
         return await pending.future
 
-    def _admit(self, rows: int, deadline: float) -> None:
-        """Refuse at once a request that the queue ahead of it would make miss its deadline."""
+    def _admit(self, rows: int, deadline: float | None) -> None:
+        """Refuse at once a request the queue ahead of it would make late.
+
+        Late means past its own deadline (504), or — for a version with a latency SLO — waiting longer
+        than the SLO (503 with Retry-After: shedding keeps the answers that are given fast, instead of
+        making every caller slow when more arrive than the model can serve).
+        """
         model = self.sizer.cost_model()
         if model is None:
             return
@@ -192,10 +197,20 @@ class Batcher:
         target = self.sizer.target()
         batches = -(-(self._queued_rows + rows) // target) + (1 if self._running >= self.policy.instances else 0)
         wait = batches * (intercept + slope * target) / self.policy.instances
-        if time.monotonic() + wait > deadline:
+        now = time.monotonic()
+        if deadline is not None and now + wait > deadline:
             self.rejected += 1
             raise DeadlineExceeded(
                 f"{self._label} cannot answer within the deadline: about {wait * 1000:.1f} ms of work is queued"
+            )
+        slo = self.policy.latency_slo_ms
+        if slo is not None and wait * 1000 > slo:
+            self.shed += 1
+            raise Overloaded(
+                f"{self._label} is over capacity: about {wait * 1000:.1f} ms of work is queued, "
+                f"over its {slo:g} ms latency SLO; retry shortly",
+                retry_after=1,
+                status=503,
             )
 
     @property
