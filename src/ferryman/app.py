@@ -28,7 +28,7 @@ from ferryman.registry.intake import ModelIntake
 from ferryman.registry.repository import ModelRepository
 from ferryman.registry.service import RegistryService
 from ferryman.registry.store import create_registry_engine, upgrade_to_head
-from ferryman.serving.batcher import BatchPolicy, check_batching_config
+from ferryman.serving.batch_policy import BatchPolicy, check_batching_config
 from ferryman.serving.cache import CacheLimits, check_cache_config
 from ferryman.serving.catalog import Catalog
 from ferryman.serving.fallback import check_fallback_config

@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ferryman.errors import DeadlineExceeded, InvalidInput, ModelFailed, Overloaded
-from ferryman.serving.batcher import Batcher, BatchPolicy, BatchSizer, batcher_for
+from ferryman.serving.batch_policy import BatchPolicy, BatchSizer
+from ferryman.serving.batcher import Batcher, batcher_for
 
 Arrays = dict[str, np.ndarray[Any, Any]]
 

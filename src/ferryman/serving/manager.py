@@ -27,7 +27,8 @@ from typing import Any, TypeVar
 from ferryman.errors import FerrymanError, ModelFailed, NotFound, Overloaded
 from ferryman.registry.artifacts import ArtifactStore
 from ferryman.runtimes.base import Runtime, run_predict
-from ferryman.serving.batcher import Batcher, BatchPolicy, batcher_for
+from ferryman.serving.batch_policy import BatchPolicy
+from ferryman.serving.batcher import Batcher, batcher_for
 from ferryman.serving.cache import CacheLimits, ResponseCache, cache_for
 from ferryman.serving.catalog import Catalog, CatalogModel, CatalogVersion
 from ferryman.serving.loading import discard_runtime, locate_artifact, start_runtime
