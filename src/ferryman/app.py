@@ -190,6 +190,8 @@ def _collector(components: Components) -> FerrymanCollector:
                     "expired": batcher.expired,
                     "rejected": batcher.rejected,
                     "shed": batcher.shed,
+                    "batches": batcher.batches,
+                    "inline": batcher.inline_batches,
                 }
             views.append(
                 LoadedView(

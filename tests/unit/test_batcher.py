@@ -46,6 +46,8 @@ POLICIES = [
     BatchPolicy(max_batch_size=16, preferred_batch_sizes=(4, 8)),
     BatchPolicy(max_batch_size=64, latency_slo_ms=20),
     BatchPolicy(max_batch_size=32, instances=2),
+    BatchPolicy(max_batch_size=32, inline_max_ms=0),
+    BatchPolicy(max_batch_size=32, inline_max_ms=1000),
 ]
 
 
@@ -240,3 +242,48 @@ def test_a_version_with_a_latency_slo_sheds_what_would_wait_past_it() -> None:
             await running
 
     asyncio.run(scenario())
+
+
+def test_cheap_batches_run_on_the_event_loop_and_costly_ones_on_the_executor() -> None:
+    """The thread hop is skipped only once the cost model says the batch is cheap."""
+    calls: list[tuple[int, int]] = []
+
+    def model(inputs: Arrays, wanted: frozenset[str] | None = None) -> Arrays:
+        calls.append((threading.get_ident(), int(inputs["x"].shape[0])))
+        if inputs["x"][0, 0] < 0:  # the "costly" requests
+            time.sleep(0.005)  # sync-ok: simulated model cost, not synchronisation
+        return transform(inputs)
+
+    async def scenario() -> None:
+        loop_thread = threading.get_ident()
+        row = np.ones((1, 3))
+        with ThreadPoolExecutor(2) as pool:
+            batcher = Batcher(model, pool, BatchPolicy(inline_max_ms=1.0), "model 't' version 1")
+            await batcher.submit({"x": row})
+            assert calls[-1][0] != loop_thread, "no cost model yet: the first batch goes to the executor"
+            await batcher.submit({"x": row})
+            assert calls[-1][0] == loop_thread
+            # Requests arriving together still become one batch (formed after the loop took them all in).
+            answers = await asyncio.gather(*(batcher.submit({"x": row * i}) for i in range(1, 11)))
+            assert calls[-1] == (loop_thread, 10)
+            assert [float(a["first"][0]) for a in answers] == [float(i) for i in range(1, 11)]
+            for _ in range(30):  # teach it that calls now cost 5 ms
+                await batcher.submit({"x": -row})
+            assert calls[-1][0] != loop_thread
+
+    asyncio.run(scenario())
+
+
+def test_process_workers_never_run_batches_on_the_event_loop() -> None:
+    with ThreadPoolExecutor(1) as pool:
+        batcher = batcher_for(
+            "sklearn",
+            {"process_workers": 2, "batching": {"instances": 1}},
+            [(-1, 3)],
+            transform,
+            pool,
+            BatchPolicy(),
+            "m",
+        )
+        assert batcher is not None and batcher.policy.inline_max_ms == 0
+        assert batcher_for("sklearn", {}, [(-1, 3)], transform, pool, BatchPolicy(), "m").policy.inline_max_ms > 0  # type: ignore[union-attr]

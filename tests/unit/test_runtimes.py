@@ -446,3 +446,45 @@ def test_sklearn_computes_only_the_outputs_asked_for(tmp_path: Path) -> None:
     assert set(only) == {"predict"}
     np.testing.assert_array_equal(only["predict"], model.predict(features[:5]))
     assert set(run_predict(runtime, {"input": features[:5]})) == {"predict", "predict_proba"}
+
+
+@pytest.mark.parametrize(
+    ("estimator", "labels_as"),
+    [
+        ("sklearn.ensemble:RandomForestClassifier", "int"),
+        ("sklearn.ensemble:ExtraTreesClassifier", "str"),
+        ("sklearn.tree:DecisionTreeClassifier", "int"),
+        ("sklearn.linear_model:LogisticRegression", "str"),
+        ("sklearn.naive_bayes:GaussianNB", "int"),
+    ],
+)
+def test_sklearn_predict_from_proba_matches_predict(tmp_path: Path, estimator: str, labels_as: str) -> None:
+    """With both outputs wanted, predict comes from one predict_proba pass — and equals predict()."""
+    import importlib
+
+    module, name = estimator.split(":")
+    features, labels = load_iris(return_X_y=True)
+    target = np.array(["setosa", "versicolor", "virginica"])[labels] if labels_as == "str" else labels
+    options = (
+        {"random_state": 0} if "random_state" in importlib.import_module(module).__dict__[name]().get_params() else {}
+    )
+    model = importlib.import_module(module).__dict__[name](**options).fit(features, target)
+    joblib.dump(model, tmp_path / "m.joblib")
+    runtime = load_runtime(tmp_path / "m.joblib", None, RuntimeConfig())
+    rng = np.random.default_rng(0)
+    probe = rng.normal(features.mean(axis=0), features.std(axis=0) * 2, size=(2000, 4))
+
+    calls = {"predict": 0}
+    original = type(model).predict
+
+    def counting_predict(self: Any, features: Any) -> Any:
+        calls["predict"] += 1
+        return original(self, features)
+
+    out = runtime.predict({"input": probe})
+    np.testing.assert_array_equal(out["predict"].astype(str), model.predict(probe).astype(str))
+    np.testing.assert_allclose(out["predict_proba"], model.predict_proba(probe))
+    loaded = runtime._model  # type: ignore[attr-defined]
+    loaded.__class__ = type("Counting", (type(loaded),), {"predict": counting_predict})
+    runtime.predict({"input": probe[:3]})
+    assert calls["predict"] == 0, "predict should have been derived from predict_proba"

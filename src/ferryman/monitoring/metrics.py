@@ -199,6 +199,11 @@ class FerrymanCollector(Collector):
         dropped = CounterMetricFamily(
             "ferryman_requests_dropped", "Requests dropped before execution, by reason.", labels=[*labels, "reason"]
         )
+        batches = CounterMetricFamily(
+            "ferryman_batches",
+            "Model calls (batches) by where they ran: on the event loop (cheap ones) or an executor.",
+            labels=[*labels, "place"],
+        )
         cache = CounterMetricFamily(
             "ferryman_cache_lookups", "Response cache lookups by result.", labels=[*labels, "result"]
         )
@@ -214,6 +219,11 @@ class FerrymanCollector(Collector):
                     histogram = view.batch[name]
                     assert isinstance(histogram, Histogram)
                     family.add_metric(key, histogram.cumulative(), histogram.total)
+                inline = view.batch["inline"]
+                total = view.batch["batches"]
+                assert isinstance(inline, int) and isinstance(total, int)
+                batches.add_metric([*key, "event_loop"], inline)
+                batches.add_metric([*key, "executor"], total - inline)
                 for reason in ("expired", "rejected", "shed"):
                     value = view.batch[reason]
                     assert isinstance(value, int)
@@ -221,7 +231,7 @@ class FerrymanCollector(Collector):
             if view.cache is not None:
                 cache.add_metric([*key, "hit"], view.cache["hits"])
                 cache.add_metric([*key, "miss"], view.cache["misses"])
-        yield from (loaded, memory, load, queued, queue_time, run_time, batch_size, dropped, cache)
+        yield from (loaded, memory, load, queued, queue_time, run_time, batch_size, batches, dropped, cache)
 
 
 def build_registry(collector: FerrymanCollector) -> CollectorRegistry:

@@ -41,6 +41,8 @@ class SklearnRuntime:
         self._model: Any = None
         self._signature = Signature(inputs=(), outputs=())
         self._columns: list[str] | None = None
+        #: The classes to index with argmax(predict_proba) when that is exactly what predict does.
+        self._argmax_classes: np.ndarray[Any, Any] | None = None
 
     def load(self, path: Path, config: RuntimeConfig) -> None:
         """Read the estimator; ``.skops`` files load without running pickled code."""
@@ -61,6 +63,7 @@ class SklearnRuntime:
         names = getattr(model, "feature_names_in_", None)
         self._columns = [str(name) for name in names] if names is not None else None
         self._model = model
+        self._argmax_classes = classes if _predict_is_argmax_of_proba(model) else None
 
     def signature(self) -> Signature:
         """Return the input and the outputs this runtime computes."""
@@ -76,10 +79,18 @@ class SklearnRuntime:
         """Run only the named declared outputs (``predict_proba`` costs as much again as ``predict``)."""
         features = self._frame(inputs["input"])
         results: dict[str, np.ndarray[Any, Any]] = {}
+        proba = None
         for spec in self._signature.outputs:
             if spec.name not in outputs:
                 continue
-            values = np.asarray(getattr(self._model, spec.name)(features))
+            if spec.name == "predict" and self._argmax_classes is not None and "predict_proba" in outputs:
+                # One model pass instead of two: for these estimators predict *is* argmax(predict_proba).
+                proba = np.asarray(self._model.predict_proba(features))
+                values = self._argmax_classes.take(np.argmax(proba, axis=1))
+            elif spec.name == "predict_proba" and proba is not None:
+                values = proba
+            else:
+                values = np.asarray(getattr(self._model, spec.name)(features))
             want = numpy_dtype(spec.datatype)
             results[spec.name] = values if values.dtype == want else values.astype(want)
         return results
@@ -97,6 +108,39 @@ class SklearnRuntime:
         except ImportError:
             return features
         return pd.DataFrame(features, columns=self._columns)
+
+
+#: Estimators whose ``predict`` returns ``classes_[argmax(predict_proba)]`` (trees and forests do
+#: exactly that; for the linear and naive-Bayes ones ``predict_proba`` is a monotonic function of the
+#: scores ``predict`` takes the argmax of). Only a decision value within rounding of a tie can differ.
+_ARGMAX_ESTIMATORS = frozenset(
+    {
+        "RandomForestClassifier",
+        "ExtraTreesClassifier",
+        "DecisionTreeClassifier",
+        "ExtraTreeClassifier",
+        "LogisticRegression",
+        "LogisticRegressionCV",
+        "GaussianNB",
+        "MultinomialNB",
+        "BernoulliNB",
+        "ComplementNB",
+        "CategoricalNB",
+    }
+)
+
+
+def _predict_is_argmax_of_proba(model: Any) -> bool:
+    """Whether ``predict`` may be computed from ``predict_proba`` (the last step of a pipeline decides)."""
+    final = model
+    steps = getattr(model, "steps", None)
+    if isinstance(steps, list) and steps:
+        final = steps[-1][1]
+    cls = type(final)
+    if not cls.__module__.startswith("sklearn.") or cls.__name__ not in _ARGMAX_ESTIMATORS:
+        return False
+    classes = getattr(model, "classes_", None)
+    return isinstance(classes, np.ndarray) and classes.ndim == 1
 
 
 def _read(path: Path) -> Any:

@@ -23,6 +23,9 @@ class BatchPolicy:
     latency_slo_ms: float | None = None
     max_queue_size: int = 1024
     instances: int = 1
+    #: A batch predicted to run at most this long runs on the event loop instead of the executor
+    #: (0 = never): for a model this fast the hand-off to a thread costs more than the model.
+    inline_max_ms: float = 0.5
 
     @classmethod
     def from_config(cls, raw: dict[str, Any], defaults: BatchPolicy) -> BatchPolicy:

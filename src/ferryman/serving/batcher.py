@@ -61,11 +61,13 @@ class Batcher:
         self._queued_rows = 0
         self._running = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._dispatch_scheduled = False
         #: ``time.monotonic()`` until which a new batch waits for more rows (see :meth:`_linger`).
         self._hold_until = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
         #: Counters for metrics and tests: batches and rows run; requests expired in the queue or refused at admission.
         self.batches = 0
+        self.inline_batches = 0
         self.rows = 0
         self.expired = 0
         self.rejected = 0
@@ -91,8 +93,16 @@ class Batcher:
         pending = _Pending(inputs, rows, key, wanted, time.monotonic(), deadline, loop.create_future())
         self._queue.append(pending)
         self._queued_rows += rows
-        self._dispatch()
+        if not self._dispatch_scheduled:
+            # Form the batch once the loop has taken in every request that arrived with this one
+            # (their tasks are already scheduled ahead of this callback), not from this one alone.
+            self._dispatch_scheduled = True
+            loop.call_soon(self._scheduled_dispatch)
         return await pending.future
+
+    def _scheduled_dispatch(self) -> None:
+        self._dispatch_scheduled = False
+        self._dispatch()
 
     def _admit(self, rows: int, deadline: float | None) -> None:
         """Refuse at once a request the queue ahead of it would make late.
@@ -141,12 +151,40 @@ class Batcher:
                         self._timer = loop.call_at(_loop_time(loop, ready_at), self._on_timer)
                     return
             batch = self._take(target)
-            if batch:
+            if batch and self._running == 0 and self._runs_inline(batch):
+                self._run_inline(batch)
+            elif batch:
                 self._running += 1
                 # The loop keeps only weak references to tasks: hold running batches until they finish.
                 task = loop.create_task(self._run(batch))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+
+    def _runs_inline(self, batch: list[_Pending]) -> bool:
+        """Whether the learned cost model says this batch is cheaper to run here than to hand off."""
+        limit = self.policy.inline_max_ms
+        if limit <= 0:
+            return False
+        model = self.sizer.cost_model()
+        if model is None:
+            return False
+        rows = sum(item.rows for item in batch)
+        return (model[0] + model[1] * rows) * 1000 <= limit
+
+    def _run_inline(self, batch: list[_Pending]) -> None:
+        """Run a cheap batch on the event loop: no thread hop, no extra task (see :meth:`_runs_inline`)."""
+        self._running += 1
+        try:
+            merged, rows, wanted = self._prepare(batch)
+            results, elapsed = self._timed_predict(merged, wanted)
+            self._observe(rows, elapsed)
+            self.inline_batches += 1
+            self._deliver(results, batch, rows)
+        except Exception as exc:
+            _fail(batch, exc, self._label)
+        finally:
+            self._running -= 1
+            self._hold_until = time.monotonic() + self._linger(len(batch))
 
     def _linger(self, last_batch_requests: int) -> float:
         """How long to hold the next batch open for requests about to arrive (0 = don't).
@@ -205,37 +243,51 @@ class Batcher:
         self._queued_rows -= item.rows
         return item
 
+    def _prepare(self, batch: list[_Pending]) -> tuple[Arrays, int, frozenset[str] | None]:
+        """Merge a batch's inputs and record how long its requests queued."""
+        merged = batch[0].inputs if len(batch) == 1 else _concatenate(batch)
+        rows = sum(item.rows for item in batch)
+        now = time.monotonic()
+        for item in batch:
+            self.queue_seconds.observe(now - item.arrival)
+        return merged, rows, _union(batch)
+
+    def _timed_predict(self, merged: Arrays, wanted: frozenset[str] | None) -> tuple[Arrays, float]:
+        started = time.perf_counter()
+        return self._predict(merged, wanted), time.perf_counter() - started
+
+    def _observe(self, rows: int, elapsed: float) -> None:
+        self.sizer.observe(rows, elapsed)
+        self.run_seconds.observe(elapsed)
+        self.batch_rows.observe(rows)
+
+    def _deliver(self, results: Arrays, batch: list[_Pending], rows: int) -> None:
+        self.batches += 1
+        self.rows += rows
+        _split(results, batch, rows, self._label)
+
     async def _run(self, batch: list[_Pending]) -> None:
         loop = asyncio.get_running_loop()
         try:
-            merged = batch[0].inputs if len(batch) == 1 else _concatenate(batch)
-            rows = sum(item.rows for item in batch)
-            started = time.monotonic()
-            for item in batch:
-                self.queue_seconds.observe(started - item.arrival)
-            try:
-                results = await loop.run_in_executor(self._executor, self._predict, merged, _union(batch))
-            finally:
-                elapsed = time.monotonic() - started
-                self.sizer.observe(rows, elapsed)
-                self.run_seconds.observe(elapsed)
-                self.batch_rows.observe(rows)
-            self.batches += 1
-            self.rows += rows
-            _split(results, batch, rows, self._label)
-        except FerrymanError as exc:
-            for item in batch:
-                if not item.future.done():
-                    item.future.set_exception(exc)
-        except Exception as exc:  # the model raised: every request in the batch gets the error
-            error = ModelFailed(f"{self._label} failed: {type(exc).__name__}: {exc}")
-            for item in batch:
-                if not item.future.done():
-                    item.future.set_exception(error)
+            merged, rows, wanted = self._prepare(batch)
+            # Timed in the executor: the cost model is the model's, without the hand-off around it.
+            results, elapsed = await loop.run_in_executor(self._executor, self._timed_predict, merged, wanted)
+            self._observe(rows, elapsed)
+            self._deliver(results, batch, rows)
+        except Exception as exc:
+            _fail(batch, exc, self._label)
         finally:
             self._running -= 1
             self._hold_until = time.monotonic() + self._linger(len(batch))
             self._dispatch()
+
+
+def _fail(batch: list[_Pending], exc: Exception, label: str) -> None:
+    """Give every request of a failed batch the error (a model's own exception becomes ModelFailed)."""
+    error = exc if isinstance(exc, FerrymanError) else ModelFailed(f"{label} failed: {type(exc).__name__}: {exc}")
+    for item in batch:
+        if not item.future.done():
+            item.future.set_exception(error)
 
 
 def _batch_key(inputs: Arrays) -> tuple[int, tuple[Any, ...]]:
@@ -322,4 +374,8 @@ def batcher_for(
     if isinstance(processes, int) and "instances" not in raw:
         # One batch per worker process at a time: that is what the processes are for.
         defaults = replace(defaults, instances=processes)
-    return Batcher(predict, executor, BatchPolicy.from_config(raw, defaults), label)
+    policy = BatchPolicy.from_config(raw, defaults)
+    if isinstance(processes, int):
+        # Never run on the event loop a batch that would only wait there for another process.
+        policy = replace(policy, inline_max_ms=0.0)
+    return Batcher(predict, executor, policy, label)
