@@ -28,6 +28,7 @@ import orjson
 from ferryman import __version__
 from ferryman.client_codec import HEADER_LENGTH, Tensor, coerce, decode_response, encode_request
 from ferryman.client_errors import error_from_response
+from ferryman.client_releases import ReleaseMethods
 from ferryman.errors import DeadlineExceeded, FerrymanError, InvalidInput
 from ferryman.tensors import datatype_of
 
@@ -69,8 +70,11 @@ class _ProgressFile(io.FileIO):
         return chunk or b""
 
 
-class Client:
-    """A connection to one Ferryman server; use as a context manager or call :meth:`close`."""
+class Client(ReleaseMethods):
+    """A connection to one Ferryman server; use as a context manager or call :meth:`close`.
+
+    Rollback, traffic and version policies, rollouts and feedback: :class:`~ferryman.client_releases.ReleaseMethods`.
+    """
 
     def __init__(
         self,
@@ -252,9 +256,15 @@ class Client:
         result: dict[str, int] = self._json("GET", f"{_model_path(name)}/aliases")["aliases"]
         return result
 
-    def set_alias(self, name: str, alias: str, version: int) -> dict[str, Any]:
-        """Point ``alias`` at ``version``; returns ``{"model", "alias", "version", "previous"}``."""
-        result: dict[str, Any] = self._json("PUT", _alias_path(name, alias), json={"version": version})
+    def set_alias(self, name: str, alias: str, version: int, *, expected_version: int | None = None) -> dict[str, Any]:
+        """Point ``alias`` at ``version``; returns ``{"model", "alias", "version", "previous"}``.
+
+        With ``expected_version``, only if the alias still points at that version (else Conflict).
+        """
+        body: dict[str, Any] = {"version": version}
+        if expected_version is not None:
+            body["expected_version"] = expected_version
+        result: dict[str, Any] = self._json("PUT", _alias_path(name, alias), json=body)
         return result
 
     def delete_alias(self, name: str, alias: str) -> None:

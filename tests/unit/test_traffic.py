@@ -11,18 +11,17 @@ import numpy as np
 import pytest
 
 from ferryman.errors import InvalidInput, NotFound
-from ferryman.serving.agreement import compare_outputs
-from ferryman.serving.bandits import Bandit, EpsilonGreedy, ThompsonSampling
-from ferryman.serving.traffic import (
+from ferryman.registry.traffic_spec import (
     BanditSpec,
-    CompiledTraffic,
     ShadowSpec,
     SplitTarget,
     StickySpec,
     TrafficPolicy,
-    compile_policy,
     parse_traffic_policy,
 )
+from ferryman.serving.agreement import compare_outputs
+from ferryman.serving.bandits import Bandit, EpsilonGreedy, ThompsonSampling
+from ferryman.serving.traffic import CompiledTraffic, compile_policy
 
 ALIASES = {"production": 4, "candidate": 5, "staging": 5, "old": 3}
 KEYS = [f"user-{i}".encode() for i in range(10_000)]

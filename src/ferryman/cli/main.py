@@ -10,7 +10,13 @@ from typing import Annotated
 
 import typer
 
-from ferryman.cli import predict_command, registry_commands
+from ferryman.cli import (
+    predict_command,
+    registry_commands,
+    rollout_commands,
+    traffic_commands,
+    version_policy_commands,
+)
 from ferryman.cli.connection import fail
 
 __all__ = ["app", "main"]
@@ -79,6 +85,9 @@ def serve(
 
 registry_commands.register(app)
 predict_command.register(app)
+traffic_commands.register(app)
+rollout_commands.register(app)
+version_policy_commands.register(app)
 
 
 def main() -> None:

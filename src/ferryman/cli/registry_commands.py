@@ -1,4 +1,4 @@
-"""Registry commands: push, models, versions, show, delete, alias …, load, unload."""
+"""Registry commands: push, models, versions, show, delete, alias …, rollback, load, unload."""
 
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ def register(app: typer.Typer) -> None:
     app.command()(delete)
     app.command()(load)
     app.command()(unload)
+    app.command("rollback")(alias_rollback)
     app.add_typer(alias_app, name="alias")
 
 
@@ -183,6 +184,10 @@ def alias_set(
     name: NameArgument,
     alias: Annotated[str, typer.Argument(help="Alias name, e.g. production.", show_default=False)],
     version: Annotated[int, typer.Argument(min=1, help="Version number.", show_default=False)],
+    expected_version: Annotated[
+        int | None,
+        typer.Option(min=1, help="Only if the alias still points at this version; else the command fails."),
+    ] = None,
     url: UrlOption = DEFAULT_URL,
     api_key: ApiKeyOption = None,
     json_output: JsonOption = False,
@@ -190,7 +195,7 @@ def alias_set(
     """Point an alias at a version (recorded in its history)."""
     model_ref(name, version="forbidden")
     with connect(url, api_key) as client:
-        result = client.set_alias(name, alias, version)
+        result = client.set_alias(name, alias, version, expected_version=expected_version)
     previous = result.get("previous")
     was = f" (was {previous})" if previous is not None else ""
     _report(json_output, result, lambda: [f"{name}@{alias} → {result.get('version', version)}{was}"])
@@ -226,6 +231,25 @@ def alias_delete(
         client.delete_alias(name, alias)
     deleted = {"deleted": f"{name}@{alias}", "model": name, "alias": alias}
     _report(json_output, deleted, lambda: [f"Deleted alias {name}@{alias}"])
+
+
+@alias_app.command("rollback")
+def alias_rollback(
+    name: NameArgument,
+    alias: Annotated[str, typer.Argument(help="Alias name.")] = "production",
+    url: UrlOption = DEFAULT_URL,
+    api_key: ApiKeyOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Point an alias back at the version it pointed at before its latest change (twice: back again)."""
+    model_ref(name, version="forbidden")
+    with connect(url, api_key) as client:
+        result = client.rollback_alias(name, alias)
+    _report(
+        json_output,
+        result,
+        lambda: [f"{name}@{alias} → {result.get('version')} (rolled back from {result.get('previous')})"],
+    )
 
 
 @alias_app.command("history")

@@ -1,5 +1,7 @@
 """Management REST API (``/api/v1``): models, versions (streaming upload), aliases, load/unload.
 
+Rollback, traffic and version policies, rollouts and feedback live in ``management_releases.py``.
+
 A thin adapter: it parses the request, calls the registry service, intake or manager, and
 encodes the answer. Writes await a catalog refresh so the next request sees them.
 """
@@ -23,6 +25,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from ferryman.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
+from ferryman.protocols.management_releases import ReleaseApi
 from ferryman.registry.artifacts import ArtifactStore
 from ferryman.registry.intake import IntakeRequest, ModelIntake
 from ferryman.registry.service import RegistryService
@@ -185,11 +188,14 @@ class ManagementApi:
             name: str = NAME,
             alias: str = PathParam(pattern=r"^[a-z][a-z0-9_-]{0,63}$"),
             version: int = Body(..., embed=True, ge=1),
+            expected_version: int | None = Body(None, embed=True, ge=1),
         ) -> Response:
             self._entry(name, version)
             # Load first: an alias never points at a version this server cannot serve.
             await self._manager.load(name, version)
-            previous = await self._blocking(self._registry.set_alias, name, alias, version)
+            previous = await self._blocking(
+                lambda: self._registry.set_alias(name, alias, version, expected_version=expected_version)
+            )
             await self._sync.refresh()
             return _json({"model": name, "alias": alias, "version": version, "previous": previous})
 
@@ -204,6 +210,8 @@ class ManagementApi:
             changes = await self._blocking(self._registry.alias_history, name, alias)
             return _json({"history": [change.to_dict() for change in changes]})
 
+        # Rollback, traffic and version policies, rollouts, feedback (protocols/management_releases.py).
+        api.include_router(ReleaseApi(self._registry, self._manager, self._sync, self._executor).router())
         return api
 
     def _manager_models(self) -> list[CatalogModel]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -11,10 +12,16 @@ from ferryman.errors import InvalidInput
 from ferryman.tensors import Signature
 
 __all__ = [
+    "ACTIVE_ROLLOUT_STATES",
     "CHANGE_KINDS",
+    "ROLLOUT_STATES",
     "AliasChange",
     "ChangeEvent",
+    "FeedbackRecord",
     "ModelRecord",
+    "RolloutRecord",
+    "TrafficPolicyChange",
+    "VersionPolicy",
     "VersionRecord",
     "validate_alias_name",
     "validate_model_name",
@@ -24,7 +31,24 @@ _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", re.ASCII)
 _ALIAS_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}", re.ASCII)
 
 #: Every ``ChangeEvent.kind`` the registry emits.
-CHANGE_KINDS = frozenset({"version_added", "version_deleted", "alias_set", "alias_deleted"})
+CHANGE_KINDS = frozenset(
+    {
+        "version_added",
+        "version_deleted",
+        "alias_set",
+        "alias_deleted",
+        "traffic_policy_set",
+        "traffic_policy_cleared",
+        "version_policy_set",
+        "rollout_started",
+        "rollout_changed",
+        "feedback_recorded",
+    }
+)
+
+#: Every state a rollout can be in; only the active ones can still change.
+ROLLOUT_STATES = ("running", "paused", "completed", "rolled_back", "aborted", "failed")
+ACTIVE_ROLLOUT_STATES = frozenset({"running", "paused"})
 
 
 def validate_model_name(name: str) -> str:
@@ -127,6 +151,141 @@ class AliasChange:
             "to_version": self.to_version,
             "changed_by": self.changed_by,
             "changed_at": self.changed_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TrafficPolicyChange:
+    """One change of a model's traffic policy; ``None`` means no policy (before, or cleared)."""
+
+    model: str
+    revision: int
+    old_policy: dict[str, Any] | None
+    new_policy: dict[str, Any] | None
+    changed_by: str
+    changed_at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        """Serialise as an entry of the management API's traffic policy history."""
+        return {
+            "model": self.model,
+            "revision": self.revision,
+            "old_policy": self.old_policy,
+            "new_policy": self.new_policy,
+            "changed_by": self.changed_by,
+            "changed_at": self.changed_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class VersionPolicy:
+    """Which versions of a model stay loaded.
+
+    ``aliased_and_latest``: every version an alias points at, plus the ``latest`` newest ones.
+    ``explicit``: exactly ``versions``.
+    """
+
+    keep: str = "aliased_and_latest"
+    latest: int = 1
+    versions: tuple[int, ...] = ()
+
+    def versions_to_keep(self, versions: Iterable[int], aliased: Iterable[int]) -> set[int]:
+        """The subset of ``versions`` (existing numbers) this policy keeps loaded."""
+        existing = set(versions)
+        if self.keep == "explicit":
+            return existing & set(self.versions)
+        newest = sorted(existing, reverse=True)[: self.latest]
+        return (existing & set(aliased)) | set(newest)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The policy as the management API shows and accepts it."""
+        if self.keep == "explicit":
+            return {"keep": "explicit", "versions": list(self.versions)}
+        return {"keep": self.keep, "latest": self.latest}
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutRecord:
+    """A progressive rollout of ``alias`` from one version to another, step by step.
+
+    While active, the step's share (``weight``, percent) of the alias's traffic goes to
+    ``to_version``; the alias itself moves only when the rollout completes.
+    """
+
+    id: int
+    model: str
+    alias: str
+    from_version: int
+    to_version: int
+    steps: tuple[float, ...]
+    step_index: int
+    interval_s: float
+    guards: dict[str, float]
+    state: str
+    reason: str
+    step_started_at: datetime
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+    revision: int
+
+    @property
+    def active(self) -> bool:
+        """True while running or paused (it can still change, and it routes traffic)."""
+        return self.state in ACTIVE_ROLLOUT_STATES
+
+    @property
+    def weight(self) -> float:
+        """Percent of the alias's traffic that goes to ``to_version`` now."""
+        if self.active:
+            return self.steps[self.step_index]
+        return 100.0 if self.state == "completed" else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Serialise as the management API's rollout object."""
+        return {
+            "id": self.id,
+            "model": self.model,
+            "alias": self.alias,
+            "from_version": self.from_version,
+            "to_version": self.to_version,
+            "steps": list(self.steps),
+            "step_index": self.step_index,
+            "weight": self.weight,
+            "interval_s": self.interval_s,
+            "guards": dict(self.guards),
+            "state": self.state,
+            "reason": self.reason,
+            "step_started_at": self.step_started_at.isoformat(),
+            "created_by": self.created_by,
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+            "revision": self.revision,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackRecord:
+    """One piece of feedback about a prediction: a reward (bandits), a label (live accuracy), or both."""
+
+    id: int
+    model: str
+    request_id: str
+    version: int | None
+    reward: float | None
+    label: Any
+    received_at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        """Serialise as JSON-safe values."""
+        return {
+            "id": self.id,
+            "model": self.model,
+            "request_id": self.request_id,
+            "version": self.version,
+            "reward": self.reward,
+            "label": self.label,
+            "received_at": self.received_at.isoformat(),
         }
 
 

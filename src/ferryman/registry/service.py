@@ -2,24 +2,33 @@
 
 Every write is one transaction under the registry's write lock that also bumps
 ``registry_state.revision``; subscribers hear about it only after the commit. Version numbers
-grow per model and are never reused, even after a delete.
+grow per model and are never reused, even after a delete. Traffic policies, version policies,
+rollouts, alias rollback and feedback are written by the classes this one is assembled from.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, insert, select, update
+from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from ferryman.errors import Conflict, InvalidInput, NotFound
-from ferryman.registry import queries, store
+from ferryman.errors import Conflict, NotFound
+from ferryman.registry import queries, references, store
+from ferryman.registry.alias_rollback import AliasRollback
 from ferryman.registry.artifacts import ArtifactStore, StagedArtifact
+from ferryman.registry.core import (
+    Unchanged,
+    quoted,
+    record_alias_change,
+    to_json,
+    utc_now,
+    write_alias,
+)
+from ferryman.registry.feedback import FeedbackStore
 from ferryman.registry.records import (
     AliasChange,
     ChangeEvent,
@@ -28,7 +37,21 @@ from ferryman.registry.records import (
     validate_alias_name,
     validate_model_name,
 )
-from ferryman.registry.store import alias_history, aliases, models, registry_state, versions
+from ferryman.registry.rollouts import Rollouts
+from ferryman.registry.store import (
+    alias_history,
+    aliases,
+    feedback,
+    models,
+    registry_state,
+    rollouts,
+    traffic_policies,
+    traffic_policy_history,
+    version_policies,
+    versions,
+)
+from ferryman.registry.traffic_policies import TrafficPolicies
+from ferryman.registry.version_policies import VersionPolicies
 from ferryman.tensors import Signature
 
 __all__ = ["ChangeListener", "RegistryService"]
@@ -39,31 +62,11 @@ ChangeListener = Callable[[ChangeEvent], None]
 
 _REGISTER_ATTEMPTS = 5
 
-
-class _Unchanged(Exception):
-    """Raised inside a write transaction to roll it back and return ``value`` instead."""
-
-    def __init__(self, value: Any) -> None:
-        super().__init__()
-        self.value = value
+#: Tables holding per-model rows that go with the model when it is deleted.
+_MODEL_TABLES = (alias_history, traffic_policy_history, traffic_policies, version_policies, rollouts, feedback)
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _to_json(value: dict[str, Any], what: str) -> str:
-    try:
-        return json.dumps(value, sort_keys=True, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"{what} must be JSON-serialisable: {exc}") from exc
-
-
-def _quoted(names: Sequence[str]) -> str:
-    return ", ".join(f"'{n}'" for n in names)
-
-
-class RegistryService:
+class RegistryService(TrafficPolicies, VersionPolicies, Rollouts, AliasRollback, FeedbackStore):
     """Reads and writes the registry; the only code that changes it."""
 
     def __init__(self, engine: Engine, artifacts: ArtifactStore) -> None:
@@ -183,8 +186,8 @@ class RegistryService:
                 "sha256": staged.sha256,
                 "size": staged.size,
                 "filename": staged.filename,
-                "signature": _to_json(signature.to_dict(), "signature"),
-                "runtime_config": _to_json(runtime_config, "runtime_config"),
+                "signature": to_json(signature.to_dict(), "signature"),
+                "runtime_config": to_json(runtime_config, "runtime_config"),
                 "description": description,
                 "created_by": created_by,
             }
@@ -195,7 +198,7 @@ class RegistryService:
         while True:
             try:
                 record = self._insert_version(name, staged, values)
-            except _Unchanged as unchanged:
+            except Unchanged as unchanged:
                 self._artifacts.discard(staged)
                 duplicate: VersionRecord = unchanged.value
                 return duplicate, False
@@ -214,7 +217,7 @@ class RegistryService:
 
     def _insert_version(self, name: str, staged: StagedArtifact, values: dict[str, Any]) -> VersionRecord:
         with store.write_transaction(self._engine) as conn:
-            now = _now()
+            now = utc_now()
             model = conn.execute(select(models).where(models.c.name == name)).first()
             if model is None:
                 conn.execute(insert(models).values(name=name, description="", created_at=now))
@@ -223,7 +226,7 @@ class RegistryService:
                 select(versions).where(versions.c.model_id == model.id, versions.c.sha256 == staged.sha256)
             ).first()
             if duplicate is not None:
-                raise _Unchanged(queries.version_record(name, duplicate))
+                raise Unchanged(queries.version_record(name, duplicate))
             # Published under the write lock so a concurrent delete cannot collect the blob
             # between its publication and the commit of the row that references it.
             self._artifacts.publish(staged)
@@ -239,26 +242,13 @@ class RegistryService:
     def delete_version(self, name: str, version: int) -> None:
         """Delete one version and, when nothing else references it, its artifact.
 
-        Conflict while an alias points at the version.
+        Conflict while an alias, the traffic policy, an active rollout or an explicit version
+        policy refers to the version.
         """
         with store.write_transaction(self._engine) as conn:
             model = queries.model_row(conn, name)
             row = queries.version_row(conn, model, version)
-            pointing = (
-                conn.execute(
-                    select(aliases.c.name)
-                    .where(aliases.c.model_id == model.id, aliases.c.version_number == version)
-                    .order_by(aliases.c.name)
-                )
-                .scalars()
-                .all()
-            )
-            if pointing:
-                noun = "alias" if len(pointing) == 1 else "aliases"
-                raise Conflict(
-                    f"version {version} of '{name}' is the target of {noun} {_quoted(pointing)}; "
-                    f"move or delete the {noun} first"
-                )
+            references.refuse_version_delete(conn, model, version)
             conn.execute(delete(versions).where(versions.c.id == row.id))
         self._notify([ChangeEvent("version_deleted", name, version=version)])
         self._collect_blob(row.sha256, row.filename)
@@ -270,21 +260,33 @@ class RegistryService:
             names = queries.alias_map(conn, [model.id])[model.id]
             if names:
                 noun = "alias" if len(names) == 1 else "aliases"
-                raise Conflict(f"model '{name}' has {noun} {_quoted(list(names))}; delete the {noun} first")
+                raise Conflict(f"model '{name}' has {noun} {quoted(list(names))}; delete the {noun} first")
             rows = conn.execute(
                 select(versions).where(versions.c.model_id == model.id).order_by(versions.c.number)
             ).all()
-            conn.execute(delete(alias_history).where(alias_history.c.model_id == model.id))
+            for table in _MODEL_TABLES:
+                conn.execute(delete(table).where(table.c.model_id == model.id))
             conn.execute(delete(versions).where(versions.c.model_id == model.id))
             conn.execute(delete(models).where(models.c.id == model.id))
         self._notify([ChangeEvent("version_deleted", name, version=row.number) for row in rows])
         for sha256, filename in sorted({(row.sha256, row.filename) for row in rows}):
             self._collect_blob(sha256, filename)
 
-    def set_alias(self, name: str, alias: str, version: int, *, changed_by: str = "local") -> int | None:
+    def set_alias(
+        self,
+        name: str,
+        alias: str,
+        version: int,
+        *,
+        changed_by: str = "local",
+        expected_version: int | None = None,
+    ) -> int | None:
         """Point ``alias`` at ``version``; returns the version it pointed at before (None if new).
 
-        Setting an alias to its current version changes nothing and records no history.
+        With ``expected_version``, Conflict unless the alias points at that version now (an
+        optimistic write: read, decide, write only if nobody moved it in between). Conflict
+        while a rollout moves the alias. Setting an alias to its current version changes
+        nothing and records no history.
         """
         validate_alias_name(alias)
         try:
@@ -294,18 +296,17 @@ class RegistryService:
                 previous = conn.execute(
                     select(aliases.c.version_number).where(aliases.c.model_id == model.id, aliases.c.name == alias)
                 ).scalar_one_or_none()
-                if previous == version:
-                    raise _Unchanged(previous)
-                now = _now()
-                fields = {"version_number": version, "updated_at": now, "updated_by": changed_by}
-                if previous is None:
-                    conn.execute(insert(aliases).values(model_id=model.id, name=alias, **fields))
-                else:
-                    conn.execute(
-                        update(aliases).where(aliases.c.model_id == model.id, aliases.c.name == alias).values(**fields)
+                if expected_version is not None and previous != expected_version:
+                    now_at = "is not set" if previous is None else f"points at version {previous}"
+                    raise Conflict(
+                        f"alias '{alias}' of '{name}' {now_at}, not the expected version {expected_version}; "
+                        "read it again and retry"
                     )
-                self._record_history(conn, model.id, alias, previous, version, changed_by, now)
-        except _Unchanged as unchanged:
+                if previous == version:
+                    raise Unchanged(previous)
+                references.refuse_alias_under_rollout(conn, model, alias)
+                write_alias(conn, model.id, alias, previous, version, changed_by, utc_now())
+        except Unchanged as unchanged:
             same: int = unchanged.value
             return same
         self._notify([ChangeEvent("alias_set", name, version=version, alias=alias)])
@@ -320,30 +321,10 @@ class RegistryService:
             ).scalar_one_or_none()
             if previous is None:
                 raise NotFound(f"model '{name}' has no alias '{alias}'")
+            references.refuse_alias_delete(conn, model, alias)
             conn.execute(delete(aliases).where(aliases.c.model_id == model.id, aliases.c.name == alias))
-            self._record_history(conn, model.id, alias, previous, None, changed_by, _now())
+            record_alias_change(conn, model.id, alias, previous, None, changed_by, utc_now())
         self._notify([ChangeEvent("alias_deleted", name, version=previous, alias=alias)])
-
-    @staticmethod
-    def _record_history(
-        conn: Connection,
-        model_id: int,
-        alias: str,
-        from_version: int | None,
-        to_version: int | None,
-        changed_by: str,
-        changed_at: datetime,
-    ) -> None:
-        conn.execute(
-            insert(alias_history).values(
-                model_id=model_id,
-                alias=alias,
-                from_version=from_version,
-                to_version=to_version,
-                changed_by=changed_by,
-                changed_at=changed_at,
-            )
-        )
 
     def _collect_blob(self, sha256: str, filename: str) -> None:
         """Delete a blob no version references any more; failures only leave a harmless file."""

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Connection,
     Dialect,
     Engine,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -43,11 +44,17 @@ __all__ = [
     "UTCDateTime",
     "alias_history",
     "aliases",
+    "append_transaction",
     "create_registry_engine",
+    "feedback",
     "metadata",
     "models",
     "registry_state",
+    "rollouts",
+    "traffic_policies",
+    "traffic_policy_history",
     "upgrade_to_head",
+    "version_policies",
     "versions",
     "write_transaction",
 ]
@@ -153,6 +160,77 @@ registry_state = Table(
     Column("revision", Integer, nullable=False),
 )
 
+# One row per model that ever had a traffic policy. Clearing keeps the row (policy NULL) so the
+# revision — the policy's ETag — only ever grows and an old If-Match can never match again.
+traffic_policies = Table(
+    "traffic_policies",
+    metadata,
+    Column("model_id", Integer, ForeignKey("models.id"), primary_key=True, autoincrement=False),
+    Column("policy", Text, nullable=True),
+    Column("revision", Integer, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("updated_by", String(255), nullable=False),
+)
+
+traffic_policy_history = Table(
+    "traffic_policy_history",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model_id", Integer, ForeignKey("models.id"), nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("old_policy", Text, nullable=True),
+    Column("new_policy", Text, nullable=True),
+    Column("changed_by", String(255), nullable=False),
+    Column("changed_at", UTCDateTime, nullable=False),
+    Index(None, "model_id"),
+)
+
+version_policies = Table(
+    "version_policies",
+    metadata,
+    Column("model_id", Integer, ForeignKey("models.id"), primary_key=True, autoincrement=False),
+    Column("policy", Text, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("updated_by", String(255), nullable=False),
+)
+
+rollouts = Table(
+    "rollouts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model_id", Integer, ForeignKey("models.id"), nullable=False),
+    Column("alias", String(64), nullable=False),
+    Column("from_version", Integer, nullable=False),
+    Column("to_version", Integer, nullable=False),
+    Column("steps", Text, nullable=False),
+    Column("step_index", Integer, nullable=False),
+    Column("interval_s", Float, nullable=False),
+    Column("guards", Text, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("step_started_at", UTCDateTime, nullable=False),
+    Column("created_by", String(255), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    # The registry revision of the rollout's latest write: unique across rollouts, so an
+    # expected revision can never match a newer rollout of the same model.
+    Column("revision", Integer, nullable=False),
+    Index(None, "model_id"),
+)
+
+feedback = Table(
+    "feedback",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model_id", Integer, ForeignKey("models.id"), nullable=False),
+    Column("request_id", String(255), nullable=False),
+    Column("version", Integer, nullable=True),
+    Column("reward", Float, nullable=True),
+    Column("label", Text, nullable=True),
+    Column("received_at", UTCDateTime, nullable=False),
+    Index(None, "model_id", "request_id"),
+)
+
 
 def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # Let SQLAlchemy emit BEGIN itself (see _begin_sqlite); sqlite3's legacy mode would not
@@ -211,9 +289,23 @@ def write_transaction(engine: Engine, *, bump_revision: bool = True) -> Iterator
             yield conn
 
 
+@contextmanager
+def append_transaction(engine: Engine) -> Iterator[Connection]:
+    """A write transaction for appended data (feedback) that does not change the registry.
+
+    It takes SQLite's write lock at BEGIN, like every writer there, but neither bumps nor locks
+    ``registry_state``: appends must not make every process rebuild its catalog, nor queue
+    behind registry writes on PostgreSQL.
+    """
+    with engine.connect() as conn:
+        conn.execution_options(**{_WRITE_OPTION: True})
+        with conn.begin():
+            yield conn
+
+
 #: The newest migration's revision id; a test pins it to Alembic's own head. Comparing against it
 #: lets a server on a current schema start without importing Alembic (a few hundred ms here).
-SCHEMA_HEAD = "0001"
+SCHEMA_HEAD = "0002"
 
 
 def current_revisions(engine: Engine) -> set[str]:

@@ -31,16 +31,11 @@ import math
 import random
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Literal
 
 from ferryman.errors import InvalidInput, NotFound
+from ferryman.registry.traffic_spec import ALGORITHMS, REWARDS, Algorithm, RewardKind
 
 __all__ = ["ALGORITHMS", "REWARDS", "Bandit", "EpsilonGreedy", "ThompsonSampling", "make_bandit"]
-
-Algorithm = Literal["thompson", "epsilon_greedy"]
-RewardKind = Literal["binary", "continuous"]
-ALGORITHMS: tuple[Algorithm, ...] = ("thompson", "epsilon_greedy")
-REWARDS: tuple[RewardKind, ...] = ("binary", "continuous")
 
 
 class Bandit:
