@@ -116,3 +116,41 @@ def test_schema_head_constant_matches_alembic() -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     assert ScriptDirectory.from_config(config).get_heads() == [SCHEMA_HEAD]
+
+
+def alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(store.MIGRATIONS_DIR))
+    return config
+
+
+def test_0003_adds_keys_and_audit_with_an_empty_chain_head(engine: Engine) -> None:
+    upgrade_to_head(engine)
+    tables = set(inspect(engine).get_table_names())
+    assert {"api_keys", "audit_log", "audit_state"} <= tables
+    with engine.connect() as conn:
+        assert conn.execute(select(store.audit_state)).all() == [(1, 0, "0" * 64)]
+
+
+def test_upgrading_from_0002_keeps_the_data_and_downgrading_0003_removes_only_its_tables(engine: Engine) -> None:
+    config = alembic_config()
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0002")
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO models (name, description, created_at) VALUES ('churn', '', '2026-01-01')"))
+        conn.execute(registry_state.update().values(revision=7))
+    upgrade_to_head(engine)
+    assert current(engine) == "0003"
+    assert schema_diffs(engine, metadata) == []
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT name FROM models")).scalars().all() == ["churn"]
+        assert conn.execute(select(registry_state.c.revision)).scalar_one() == 7
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0002")
+    tables = set(inspect(engine).get_table_names())
+    assert not tables & {"api_keys", "audit_log", "audit_state"}
+    assert {"models", "versions", "feedback", "rollouts"} <= tables
+    upgrade_to_head(engine)
+    assert schema_diffs(engine, metadata) == []

@@ -26,7 +26,7 @@ MAX_FEEDBACK_ITEMS = 10_000
 #: Size of one label's JSON text.
 MAX_LABEL_CHARS = 65_536
 _MAX_REQUEST_ID = 255
-_FIELDS = ("request_id", "reward", "label", "version")
+_FIELDS = ("request_id", "reward", "label", "version", "prediction")
 
 
 class FeedbackStore(RegistryCore):
@@ -76,6 +76,7 @@ class FeedbackStore(RegistryCore):
                     version=row.version,
                     reward=row.reward,
                     label=None if row.label is None else json.loads(row.label),
+                    prediction=None if row.prediction is None else json.loads(row.prediction),
                     received_at=row.received_at,
                 )
                 for row in rows
@@ -104,14 +105,8 @@ def _row(item: Any, where: str) -> dict[str, Any]:
     ):
         raise InvalidInput(f"{where}reward: expected a finite number, got {reward!r}")
     label = item.get("label")
-    encoded = None
-    if label is not None:
-        try:
-            encoded = json.dumps(label, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise InvalidInput(f"{where}label: must be a JSON value: {exc}") from None
-        if len(encoded) > MAX_LABEL_CHARS:
-            raise InvalidInput(f"{where}label: at most {MAX_LABEL_CHARS} characters of JSON, got {len(encoded)}")
+    encoded = _json_value(label, f"{where}label")
+    prediction = _json_value(item.get("prediction"), f"{where}prediction")
     if reward is None and label is None:
         raise InvalidInput(f"{where.rstrip('.') or 'body'}: needs a reward or a label")
     version = item.get("version")
@@ -122,4 +117,17 @@ def _row(item: Any, where: str) -> dict[str, Any]:
         "reward": None if reward is None else float(reward),
         "label": encoded,
         "version": version,
+        "prediction": prediction,
     }
+
+
+def _json_value(value: Any, field: str) -> str | None:
+    if value is None:
+        return None
+    try:
+        encoded = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"{field}: must be a JSON value: {exc}") from None
+    if len(encoded) > MAX_LABEL_CHARS:
+        raise InvalidInput(f"{field}: at most {MAX_LABEL_CHARS} characters of JSON, got {len(encoded)}")
+    return encoded

@@ -275,6 +275,8 @@ class FeedbackRecord:
     reward: float | None
     label: Any
     received_at: datetime
+    #: What the version predicted for the request, when known (the server fills it in from its ledger).
+    prediction: Any = None
 
     def to_dict(self) -> dict[str, Any]:
         """Serialise as JSON-safe values."""
@@ -285,6 +287,7 @@ class FeedbackRecord:
             "version": self.version,
             "reward": self.reward,
             "label": self.label,
+            "prediction": self.prediction,
             "received_at": self.received_at.isoformat(),
         }
 

@@ -19,7 +19,9 @@ from sqlalchemy.exc import IntegrityError
 from ferryman.errors import Conflict, NotFound
 from ferryman.registry import queries, references, store
 from ferryman.registry.alias_rollback import AliasRollback
+from ferryman.registry.api_keys import ApiKeys
 from ferryman.registry.artifacts import ArtifactStore, StagedArtifact
+from ferryman.registry.audit_log import AuditLog
 from ferryman.registry.core import (
     Unchanged,
     quoted,
@@ -66,7 +68,7 @@ _REGISTER_ATTEMPTS = 5
 _MODEL_TABLES = (alias_history, traffic_policy_history, traffic_policies, version_policies, rollouts, feedback)
 
 
-class RegistryService(TrafficPolicies, VersionPolicies, Rollouts, AliasRollback, FeedbackStore):
+class RegistryService(TrafficPolicies, VersionPolicies, Rollouts, AliasRollback, FeedbackStore, ApiKeys, AuditLog):
     """Reads and writes the registry; the only code that changes it."""
 
     def __init__(self, engine: Engine, artifacts: ArtifactStore) -> None:

@@ -44,7 +44,10 @@ __all__ = [
     "UTCDateTime",
     "alias_history",
     "aliases",
+    "api_keys",
     "append_transaction",
+    "audit_log",
+    "audit_state",
     "create_registry_engine",
     "feedback",
     "metadata",
@@ -227,8 +230,62 @@ feedback = Table(
     Column("version", Integer, nullable=True),
     Column("reward", Float, nullable=True),
     Column("label", Text, nullable=True),
+    # What the version predicted for that request (JSON), when the server still knew it: the join
+    # that live accuracy and label-driven bandit rewards need.
+    Column("prediction", Text, nullable=True),
     Column("received_at", UTCDateTime, nullable=False),
     Index(None, "model_id", "request_id"),
+)
+
+
+# API keys: only the hash of a key is stored (security/keys.py says why SHA-256 suffices).
+# Revoked keys stay, so a refusal can say "revoked" in the audit trail and lineage survives.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_id", String(32), primary_key=True),
+    Column("secret_hash", String(128), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("role", String(16), nullable=False),
+    # JSON list of model names and patterns; NULL means every model.
+    Column("models", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("created_by", String(255), nullable=False),
+    Column("expires_at", UTCDateTime, nullable=True),
+    Column("revoked_at", UTCDateTime, nullable=True),
+    Column("revoked_by", String(255), nullable=True),
+    Column("last_used_at", UTCDateTime, nullable=True),
+    # The key this one was rotated from.
+    Column("replaces", String(32), nullable=True),
+)
+
+# The audit trail, a hash chain (security/audit.py). ``seq`` is handed out from audit_state, not
+# by an autoincrement: gap-free, so a gap can only mean a deleted record.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("principal", String(255), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("target", String(512), nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("source_address", String(128), nullable=False),
+    Column("details", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Index(None, "principal"),
+    Index(None, "at"),
+)
+
+# The chain's head, one row: appenders lock it (FOR UPDATE on PostgreSQL) to serialise, and
+# verification compares the chain's last record with it, so a deleted tail is noticed too.
+audit_state = Table(
+    "audit_state",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("last_seq", BigInteger, nullable=False),
+    Column("last_hash", String(64), nullable=False),
 )
 
 
@@ -305,7 +362,7 @@ def append_transaction(engine: Engine) -> Iterator[Connection]:
 
 #: The newest migration's revision id; a test pins it to Alembic's own head. Comparing against it
 #: lets a server on a current schema start without importing Alembic (a few hundred ms here).
-SCHEMA_HEAD = "0002"
+SCHEMA_HEAD = "0003"
 
 
 def current_revisions(engine: Engine) -> set[str]:
