@@ -6,18 +6,21 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from fastapi import FastAPI
+from prometheus_client.core import Metric
 from starlette.types import ASGIApp
 
 from ferryman import __version__
 from ferryman.config import Settings
 from ferryman.monitoring.metrics import FerrymanCollector, LoadedView, RequestMetrics, build_registry
+from ferryman.monitoring.release_metrics import ShadowView, release_families
 from ferryman.protocols.http_errors import install_error_handlers
 from ferryman.protocols.management import ManagementApi
+from ferryman.protocols.management_experiments import ExperimentApi
 from ferryman.protocols.metrics import metrics_route
 from ferryman.protocols.openapi import install_v2_openapi
 from ferryman.protocols.request_id import RequestIdMiddleware
@@ -31,11 +34,14 @@ from ferryman.registry.store import create_registry_engine, upgrade_to_head
 from ferryman.serving.batch_policy import BatchPolicy, check_batching_config
 from ferryman.serving.cache import CacheLimits, check_cache_config
 from ferryman.serving.catalog import Catalog
+from ferryman.serving.experiment_report import ExperimentReporter
 from ferryman.serving.fallback import check_fallback_config
+from ferryman.serving.feedback_follower import FeedbackFollower
 from ferryman.serving.handler import InferenceHandler
 from ferryman.serving.loading import check_warmup_config
 from ferryman.serving.manager import ModelManager
 from ferryman.serving.memory import MemoryBudget, configure_allocator
+from ferryman.serving.rollout_controller import RolloutController
 from ferryman.serving.sync import CatalogSync
 from ferryman.serving.workers import check_worker_config
 
@@ -71,6 +77,9 @@ class Components:
     request_metrics: RequestMetrics
     inference_pool: ThreadPoolExecutor
     io_pool: ThreadPoolExecutor
+    rollouts: RolloutController
+    feedback: FeedbackFollower
+    experiments: ExperimentReporter
 
 
 def build_components(settings: Settings, *, sweep_staging: bool = True) -> Components:
@@ -116,6 +125,7 @@ def build_components(settings: Settings, *, sweep_staging: bool = True) -> Compo
     )
     sync = CatalogSync(catalog, manager, io_pool)
     request_metrics = RequestMetrics()
+    handler = InferenceHandler(manager, inference_pool, sync, request_metrics)
     return Components(
         settings=settings,
         registry=registry,
@@ -123,11 +133,16 @@ def build_components(settings: Settings, *, sweep_staging: bool = True) -> Compo
         intake=ModelIntake(registry, artifacts, _MAX_UNPACKED_BYTES, config_checks=_CONFIG_CHECKS),
         catalog=catalog,
         manager=manager,
-        handler=InferenceHandler(manager, inference_pool, sync, request_metrics),
+        handler=handler,
         request_metrics=request_metrics,
         sync=sync,
         inference_pool=inference_pool,
         io_pool=io_pool,
+        rollouts=RolloutController(registry, manager, sync, request_metrics, handler.shadows, io_pool),
+        feedback=FeedbackFollower(registry, manager, io_pool),
+        experiments=ExperimentReporter(
+            registry, manager, request_metrics, handler.shadows, handler.experiments, io_pool
+        ),
     )
 
 
@@ -141,11 +156,18 @@ def create_app(components: Components) -> ASGIApp:
         await asyncio.get_running_loop().run_in_executor(components.io_pool, components.catalog.refresh)
         startup = asyncio.create_task(_load_defaults(components, v2))
         poller = asyncio.create_task(components.sync.poll_forever(settings.repository_poll_seconds))
+        background = [
+            asyncio.create_task(components.rollouts.run_forever()),
+            asyncio.create_task(components.feedback.run_forever()),
+        ]
         try:
             yield
         finally:
+            for task in background:
+                task.cancel()
             poller.cancel()
             startup.cancel()
+            await components.handler.shadows.close()
             await components.manager.close()
             components.inference_pool.shutdown(wait=False, cancel_futures=True)
             components.io_pool.shutdown(wait=False, cancel_futures=True)
@@ -167,6 +189,7 @@ def create_app(components: Components) -> ASGIApp:
         components.sync,
         components.io_pool,
         settings.max_upload_bytes,
+        ExperimentApi(components.registry, components.handler.experiments, components.experiments, components.io_pool),
     )
     app.include_router(management.router())
     install_v2_openapi(app)
@@ -213,7 +236,14 @@ def _collector(components: Components) -> FerrymanCollector:
             "load_failures": manager.load_failures,
         }
 
-    return FerrymanCollector(components.request_metrics, loaded, counters)
+    def releases() -> Iterator[Metric]:
+        shadows = [
+            ShadowView(model, str(version), s.ok, s.errors, s.dropped, s.compared, s.agreed, s.latency)
+            for (model, version), s in list(components.handler.shadows.stats.items())
+        ]
+        return release_families(shadows, components.feedback.applied)
+
+    return FerrymanCollector(components.request_metrics, loaded, counters, releases)
 
 
 async def _load_defaults(components: Components, v2: V2Routes) -> None:

@@ -128,6 +128,19 @@ class ReleaseMethods:
         result: dict[str, Any] = self._json("POST", f"{_model_path(name)}/feedback", json={"items": items})
         return int(result["count"])
 
+    def send_feedback_counts(self, name: str, items: list[dict[str, Any]]) -> dict[str, Any]:
+        """Record feedback; returns ``{"count", "matched", "unmatched"}`` (unmatched: ids the server did not know)."""
+        result: dict[str, Any] = self._json("POST", f"{_model_path(name)}/feedback", json={"items": items})
+        return result
+
+    def experiment_report(self, name: str, *, confidence: float = 0.95, baseline: int | None = None) -> dict[str, Any]:
+        """The model's experiment report: its versions side by side, with a verdict per comparison."""
+        params: dict[str, Any] = {"confidence": confidence}
+        if baseline is not None:
+            params["baseline"] = baseline
+        result: dict[str, Any] = self._json("GET", f"{_model_path(name)}/experiment", params=params)
+        return result
+
 
 def _if_match(revision: int | None) -> dict[str, str]:
     return {} if revision is None else {"If-Match": f'"{int(revision)}"'}

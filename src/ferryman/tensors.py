@@ -160,6 +160,10 @@ class InferenceRequest:
     declared_datatypes: dict[str, str] = field(default_factory=dict)
     #: When the caller stops waiting, on the ``time.monotonic()`` clock (None = no deadline).
     deadline: float | None = None
+    #: The transport's request id (``x-request-id``), which feedback refers to.
+    request_id: str | None = None
+    #: The raw request headers (lower-case names) for routing: route keys, a pinned version.
+    headers: list[tuple[bytes, bytes]] | None = None
 
 
 @dataclass(slots=True)

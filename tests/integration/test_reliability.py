@@ -51,6 +51,9 @@ def test_corrupted_artifact_is_refused_and_named_while_the_previous_version_keep
     server = server_factory()
     push(server.url, "iris", iris_joblib)
     assert httpx.put(f"{server.url}/api/v1/models/iris/aliases/production", json={"version": 1}).status_code == 200
+    # Keep only what the alias points at, so version 2 is read from disk when the alias moves to it.
+    policy = {"keep": "aliased_and_latest", "latest": 0}
+    assert httpx.put(f"{server.url}/api/v1/models/iris/version-policy", json=policy).status_code == 200
     v2 = push(server.url, "iris", second_model(tmp_path, iris_data))["version"]
     blob = server.home / "artifacts" / "blobs" / v2["sha256"] / v2["filename"]
     data = bytearray(blob.read_bytes())

@@ -249,9 +249,15 @@ def test_feedback_over_http(ferryman_server: ServerProcess, iris_joblib: Path, w
     url = two_versions(ferryman_server, "fb", iris_joblib, weak_joblib)
     one = httpx.post(f"{url}/feedback", json={"request_id": "req-1", "reward": 1, "version": 2})
     assert one.status_code == 202, one.text
-    assert one.json() == {"model": "fb", "count": 1}
+    assert one.json() == {"model": "fb", "count": 1, "matched": 1, "unmatched": 0}
     items = [{"request_id": "req-2", "reward": 0}, {"request_id": "req-3", "label": 2}]
-    assert httpx.post(f"{url}/feedback", json={"items": items}).json()["count"] == 2
+    # Request ids this server never answered are stored and counted, not refused.
+    assert httpx.post(f"{url}/feedback", json={"items": items}).json() == {
+        "model": "fb",
+        "count": 2,
+        "matched": 0,
+        "unmatched": 2,
+    }
     bad = [{"request_id": "a", "reward": 1}, {"request_id": "b", "reward": "good"}]
     assert_error(httpx.post(f"{url}/feedback", json={"items": bad}), 400, "items[1].reward: expected a finite number")
     assert_error(

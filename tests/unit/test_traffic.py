@@ -434,3 +434,13 @@ def test_shape_datatype_and_missing_outputs_disagree_with_a_reason() -> None:
         "reason": "missing from the shadow's outputs",
     }
     assert compare_outputs({}, {"x": np.ones(1)}).agree
+
+
+def test_decision_agreement_ignores_probability_noise_but_not_a_different_class() -> None:
+    primary = {"predict": np.array([1]), "predict_proba": np.array([[0.2, 0.8]])}
+    same_class = compare_outputs(primary, {"predict": np.array([1]), "predict_proba": np.array([[0.3, 0.7]])})
+    assert not same_class.agree and same_class.decision_agrees
+    other_class = compare_outputs(primary, {"predict": np.array([0]), "predict_proba": np.array([[0.6, 0.4]])})
+    assert not other_class.decision_agrees
+    regression = compare_outputs({"y": np.array([1.0])}, {"y": np.array([1.5])})
+    assert not regression.decision_agrees

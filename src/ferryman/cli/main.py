@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from ferryman.cli import (
+    experiment_commands,
     predict_command,
     registry_commands,
     rollout_commands,
@@ -88,6 +89,7 @@ predict_command.register(app)
 traffic_commands.register(app)
 rollout_commands.register(app)
 version_policy_commands.register(app)
+experiment_commands.register(app)
 
 
 def main() -> None:

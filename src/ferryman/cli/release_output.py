@@ -170,3 +170,41 @@ def rollouts_table(rollouts: Sequence[Mapping[str, Any]]) -> Table:
             str(rollout.get("reason") or "-"),
         )
     return table
+
+
+def experiment_tables(result: Mapping[str, Any]) -> list[RenderableType]:
+    """The experiment report: one row per version, then one verdict per comparison."""
+    table = _table(
+        "version",
+        "requests",
+        "error rate",
+        "p50/p95/p99 ms",
+        "predictions",
+        "shadow agreement",
+        "accuracy / MAE",
+        title=f"Experiment: {result.get('model')} (baseline v{result.get('baseline')})",
+    )
+    for row in result.get("versions", []):
+        latency = row.get("latency")
+        timing = "-" if not latency else "/".join(f"{latency[q] * 1000:.1f}" for q in ("p50", "p95", "p99"))
+        distribution = row.get("prediction_distribution") or {}
+        shares = ", ".join(f"{label} {share:.0%}" for label, share in list(distribution.items())[:4]) or "-"
+        quality = "-"
+        if row.get("accuracy") is not None:
+            quality = f"{row['accuracy']:.3f} acc ({row.get('labelled')} labelled)"
+        elif row.get("mae") is not None:
+            quality = f"{row['mae']:.4g} MAE"
+        aliases = ", ".join(row.get("aliases") or [])
+        table.add_row(
+            f"v{row.get('version')}" + (f" ({aliases})" if aliases else ""),
+            _number(row.get("requests")),
+            _percent(row.get("error_rate")),
+            timing,
+            shares,
+            _percent(row.get("shadow_agreement")),
+            quality,
+        )
+    verdicts = [
+        f"v{c.get('version')} vs v{c.get('baseline')}: {c.get('verdict')}" for c in result.get("comparisons", [])
+    ]
+    return [table, *verdicts]

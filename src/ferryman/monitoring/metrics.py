@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import bisect
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, ProcessCollector
@@ -28,6 +28,7 @@ __all__ = [
     "RequestMetrics",
     "VersionStats",
     "build_registry",
+    "histogram_quantile",
     "outcome_of",
 ]
 
@@ -84,6 +85,26 @@ class Histogram:
         return out
 
 
+def histogram_quantile(bounds: tuple[float, ...], counts: list[int], q: float) -> float | None:
+    """The ``q`` quantile of bucket counts, interpolated within its bucket (Prometheus' estimate).
+
+    None when there are no observations; a quantile in the overflow bucket is the last bound.
+    """
+    total = sum(counts)
+    if total == 0:
+        return None
+    rank = q * total
+    running = 0
+    for index, count in enumerate(counts):
+        if running + count >= rank and count:
+            if index >= len(bounds):
+                return bounds[-1]
+            lower = bounds[index - 1] if index else 0.0
+            return lower + (bounds[index] - lower) * (rank - running) / count
+        running += count
+    return bounds[-1]
+
+
 def _format_bound(bound: float) -> str:
     return repr(float(bound))
 
@@ -135,10 +156,12 @@ class FerrymanCollector(Collector):
         requests: RequestMetrics,
         loaded: Callable[[], list[LoadedView]],
         manager_counters: Callable[[], dict[str, int]],
+        extra: Callable[[], Iterable[Metric]] | None = None,
     ) -> None:
         self._requests = requests
         self._loaded = loaded
         self._manager_counters = manager_counters
+        self._extra = extra
         self._started = time.time()
 
     def collect(self) -> Iterator[Metric]:
@@ -154,6 +177,8 @@ class FerrymanCollector(Collector):
             family = CounterMetricFamily(f"ferryman_{name}", help_text)
             family.add_metric([], counters.get(name, 0))
             yield family
+        if self._extra is not None:
+            yield from self._extra()
         start = GaugeMetricFamily("ferryman_start_time_seconds", "Unix time the server process started.")
         start.add_metric([], self._started)
         yield start

@@ -25,6 +25,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from ferryman.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
+from ferryman.protocols.management_experiments import ExperimentApi
 from ferryman.protocols.management_releases import ReleaseApi
 from ferryman.registry.artifacts import ArtifactStore
 from ferryman.registry.intake import IntakeRequest, ModelIntake
@@ -56,6 +57,7 @@ class ManagementApi:
         sync: CatalogSync,
         executor: Executor,
         max_upload_bytes: int,
+        experiments: ExperimentApi | None = None,
     ) -> None:
         self._registry = registry
         self._intake = intake
@@ -64,6 +66,7 @@ class ManagementApi:
         self._sync = sync
         self._executor = executor
         self._max_upload = max_upload_bytes
+        self._experiments = experiments
 
     async def _blocking(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -212,6 +215,8 @@ class ManagementApi:
 
         # Rollback, traffic and version policies, rollouts, feedback (protocols/management_releases.py).
         api.include_router(ReleaseApi(self._registry, self._manager, self._sync, self._executor).router())
+        if self._experiments is not None:  # feedback and experiment reports (protocols/management_experiments.py)
+            api.include_router(self._experiments.router())
         return api
 
     def _manager_models(self) -> list[CatalogModel]:

@@ -26,7 +26,7 @@ from ferryman.registry.traffic_spec import parse_traffic_policy
 from ferryman.serving.manager import ModelManager
 from ferryman.serving.sync import CatalogSync
 
-__all__ = ["ReleaseApi"]
+__all__ = ["ReleaseApi", "json_response", "read_object", "refuse_unknown"]
 
 T = TypeVar("T")
 NAME = PathParam(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", description="Model name")
@@ -34,14 +34,14 @@ ALIAS = PathParam(pattern=r"^[a-z][a-z0-9_-]{0,63}$", description="Alias name")
 
 #: Bodies of these routes are small documents; feedback batches may be larger.
 _MAX_BODY = 1 << 20
-_MAX_FEEDBACK_BODY = 16 << 20
 
 _ROLLOUT_FIELDS = ("to", "steps", "interval", "alias", "guards")
 _DEFAULT_STEPS = [5, 25, 50, 100]
 _DEFAULT_INTERVAL = "10m"
 
 
-def _json(document: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+def json_response(document: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A JSON response (orjson)."""
     return Response(orjson.dumps(document), status_code=status, media_type="application/json", headers=headers)
 
 
@@ -146,21 +146,23 @@ class ReleaseApi:
             ),
         )
         async def rollback(request: Request, name: str = NAME, alias: str = ALIAS) -> Response:
-            body = await _read_object(request, allow_empty=True)
-            _refuse_unknown(body, ("expected_version",))
+            body = await read_object(request, allow_empty=True)
+            refuse_unknown(body, ("expected_version",))
             expected = _optional_version(body.get("expected_version"), "expected_version")
             current, previous = await self._blocking(self._registry.rollback_target, name, alias)
             await self._load(name, previous)
             before, after = await self._write(
                 self._registry.rollback_alias, name, alias, expected_version=expected or current
             )
-            return _json({"model": name, "alias": alias, "version": after, "previous": before})
+            return json_response({"model": name, "alias": alias, "version": after, "previous": before})
 
         @api.get("/models/{name}/traffic", summary="Show the model's traffic policy (ETag = its revision)")
         async def get_traffic(name: str = NAME) -> Response:
             none: tuple[dict[str, Any] | None, int] = (None, 0)
             policy, revision = await self._read(self._registry.get_traffic_policy, name, none)
-            return _json({"model": name, "policy": policy, "revision": revision}, headers={"ETag": etag(revision)})
+            return json_response(
+                {"model": name, "policy": policy, "revision": revision}, headers={"ETag": etag(revision)}
+            )
 
         @api.put(
             "/models/{name}/traffic",
@@ -169,12 +171,14 @@ class ReleaseApi:
         )
         async def set_traffic(request: Request, name: str = NAME) -> Response:
             expected = parse_if_match(request.headers.get("if-match"))
-            policy = await _read_object(request)
+            policy = await read_object(request)
             for target in sorted(parse_traffic_policy(policy).targets()):
                 if target.isdigit():
                     await self._load(name, int(target))
             revision = await self._write(self._registry.set_traffic_policy, name, policy, expected_revision=expected)
-            return _json({"model": name, "policy": policy, "revision": revision}, headers={"ETag": etag(revision)})
+            return json_response(
+                {"model": name, "policy": policy, "revision": revision}, headers={"ETag": etag(revision)}
+            )
 
         @api.delete("/models/{name}/traffic", status_code=204, summary="Remove the model's traffic policy")
         async def clear_traffic(request: Request, name: str = NAME) -> Response:
@@ -185,12 +189,12 @@ class ReleaseApi:
         @api.get("/models/{name}/traffic/history", summary="Every change of the traffic policy, newest first")
         async def traffic_history(name: str = NAME) -> Response:
             changes: list[TrafficPolicyChange] = await self._read(self._registry.traffic_policy_history, name, [])
-            return _json({"history": [change.to_dict() for change in changes]})
+            return json_response({"history": [change.to_dict() for change in changes]})
 
         @api.get("/models/{name}/version-policy", summary="Which versions of the model stay loaded")
         async def get_version_policy(name: str = NAME) -> Response:
             policy = await self._read(self._registry.get_version_policy, name, VersionPolicy())
-            return _json({"model": name, "policy": policy.to_dict()})
+            return json_response({"model": name, "policy": policy.to_dict()})
 
         @api.put(
             "/models/{name}/version-policy",
@@ -205,9 +209,9 @@ class ReleaseApi:
             ),
         )
         async def set_version_policy(request: Request, name: str = NAME) -> Response:
-            body = await _read_object(request)
+            body = await read_object(request)
             policy = await self._write(self._registry.set_version_policy, name, body)
-            return _json({"model": name, "policy": policy.to_dict()})
+            return json_response({"model": name, "policy": policy.to_dict()})
 
         @api.post(
             "/models/{name}/rollouts",
@@ -216,8 +220,8 @@ class ReleaseApi:
             openapi_extra=_body_schema(_ROLLOUT_SCHEMA),
         )
         async def start_rollout(request: Request, name: str = NAME) -> Response:
-            body = await _read_object(request)
-            _refuse_unknown(body, _ROLLOUT_FIELDS)
+            body = await read_object(request)
+            refuse_unknown(body, _ROLLOUT_FIELDS)
             if "to" not in body:
                 raise InvalidInput("to: required (the version to roll out)")
             to_version = _optional_version(body["to"], "to")
@@ -232,19 +236,19 @@ class ReleaseApi:
                 alias=body.get("alias", "production"),
                 guards=body.get("guards"),
             )
-            return _json(record.to_dict(), 201)
+            return json_response(record.to_dict(), 201)
 
         @api.get("/models/{name}/rollouts", summary="Every rollout of the model, newest first")
         async def list_rollouts(name: str = NAME) -> Response:
             records: list[RolloutRecord] = await self._read(self._registry.list_rollouts, name, [])
-            return _json({"rollouts": [record.to_dict() for record in records]})
+            return json_response({"rollouts": [record.to_dict() for record in records]})
 
         @api.get("/models/{name}/rollouts/current", summary="The model's latest rollout")
         async def current_rollout(name: str = NAME) -> Response:
             record = await self._read(self._registry.get_rollout, name, None)
             if record is None:
                 raise NotFound(f"model '{name}' has no rollout")
-            return _json(record.to_dict())
+            return json_response(record.to_dict())
 
         for action in ("pause", "resume", "abort"):
             api.add_api_route(
@@ -257,27 +261,6 @@ class ReleaseApi:
                 ),
             )
 
-        @api.post(
-            "/models/{name}/feedback",
-            status_code=202,
-            summary="Record rewards or labels for earlier predictions",
-            openapi_extra=_body_schema(
-                {
-                    "type": "object",
-                    "example": {"request_id": "req-7", "reward": 1},
-                    "description": '{"request_id", "reward"|"label", "version"?} or {"items": [...]}',
-                }
-            ),
-        )
-        async def feedback(request: Request, name: str = NAME) -> Response:
-            body = await _read_object(request, limit=_MAX_FEEDBACK_BODY)
-            if "items" in body:
-                _refuse_unknown(body, ("items",))
-                count = await self._blocking(self._registry.record_feedback, name, body["items"])
-            else:
-                count = await self._blocking(self._registry.record_feedback, name, [body], field=None)
-            return _json({"model": name, "count": count}, 202)
-
         return api
 
     def _rollout_action(self, action: str) -> Callable[..., Any]:
@@ -288,19 +271,19 @@ class ReleaseApi:
         }[action]
 
         async def route(request: Request, name: str = NAME) -> Response:
-            body = await _read_object(request, allow_empty=True)
-            _refuse_unknown(body, ("reason",))
+            body = await read_object(request, allow_empty=True)
+            refuse_unknown(body, ("reason",))
             reason = body.get("reason", "")
             if not isinstance(reason, str) or len(reason) > 1000:
                 raise InvalidInput("reason: expected a text of at most 1000 characters")
             record = await self._write(method, name, reason=reason)
-            return _json(record.to_dict())
+            return json_response(record.to_dict())
 
         route.__name__ = f"{action}_rollout"
         return route
 
 
-async def _read_object(request: Request, *, limit: int = _MAX_BODY, allow_empty: bool = False) -> dict[str, Any]:
+async def read_object(request: Request, *, limit: int = _MAX_BODY, allow_empty: bool = False) -> dict[str, Any]:
     """The request body as a JSON object, read up to ``limit`` bytes."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -326,7 +309,8 @@ async def _read_object(request: Request, *, limit: int = _MAX_BODY, allow_empty:
     return document
 
 
-def _refuse_unknown(body: dict[str, Any], known: tuple[str, ...]) -> None:
+def refuse_unknown(body: dict[str, Any], known: tuple[str, ...]) -> None:
+    """InvalidInput naming the first field of ``body`` not in ``known``."""
     unknown = sorted(set(body) - set(known))
     if unknown:
         raise InvalidInput(f"{unknown[0]}: unknown field (fields: {', '.join(known)})")

@@ -25,10 +25,12 @@ from ferryman.serving.fallback import FALLBACK_PARAMETER
 from ferryman.serving.handler import InferenceHandler
 from ferryman.tensors import InferenceRequest
 
-__all__ = ["V2InferenceApp", "request_deadline"]
+__all__ = ["SERVED_VERSION_HEADER", "V2InferenceApp", "request_deadline"]
 
 logger = logging.getLogger(__name__)
 
+#: Response header naming the version that answered (also ``model_version`` in the body).
+SERVED_VERSION_HEADER = b"x-ferryman-served-version"
 _PREFIX = "/v2/models/"
 _SUFFIX = "/infer"
 _JSON = b"application/json"
@@ -106,7 +108,7 @@ class V2InferenceApp:
             await _respond(send, 405, error_body("Method Not Allowed"), _JSON, request_id, None)
             return
         try:
-            payload, header_length, fallback = await self._infer(scope, receive, *target)
+            payload, header_length, served, fallback = await self._infer(scope, receive, *target, request_id)
         except _ClientGone:
             return
         except _Unrouted as wrapped:
@@ -123,7 +125,9 @@ class V2InferenceApp:
             logger.exception("unhandled error in inference")
             await _respond(send, 500, error_body(f"internal error: {type(exc).__name__}"), _JSON, request_id, None)
             return
-        extra = [(b"x-ferryman-fallback", fallback.encode())] if fallback else []
+        extra = [(SERVED_VERSION_HEADER, served)]
+        if fallback:
+            extra.append((b"x-ferryman-fallback", fallback.encode()))
         if header_length is None:
             await _respond(send, 200, payload, _JSON, request_id, extra)
         else:
@@ -131,16 +135,18 @@ class V2InferenceApp:
             await _respond(send, 200, payload, _BINARY, request_id, extra)
 
     async def _infer(
-        self, scope: Scope, receive: Receive, name: str, version: str | None
-    ) -> tuple[bytes, int | None, str | None]:
+        self, scope: Scope, receive: Receive, name: str, version: str | None, request_id: bytes
+    ) -> tuple[bytes, int | None, bytes, str | None]:
         try:
             inference = await self._decode(scope, receive, name, version)
         except FerrymanError as exc:
             raise _Unrouted(exc) from exc
+        inference.request_id = request_id.decode("latin-1")
+        inference.headers = scope["headers"]
         response = await self._handler.infer(inference)
         payload, header_length = encode_response(response, inference.binary_outputs, inference.all_outputs_binary)
         fallback = response.parameters.get(FALLBACK_PARAMETER) if response.parameters else None
-        return payload, header_length, fallback
+        return payload, header_length, response.model_version.encode(), fallback
 
     async def _decode(self, scope: Scope, receive: Receive, name: str, version: str | None) -> InferenceRequest:
         await self._handler.model(name)  # an unknown model is a 404 whatever the body says

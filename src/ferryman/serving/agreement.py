@@ -47,6 +47,16 @@ class Agreement:
     agree: bool
     outputs: tuple[OutputAgreement, ...]
 
+    @property
+    def decision_agrees(self) -> bool:
+        """Agreement on the *decision*: the label-like outputs (classes, strings) when there are any.
+
+        A classifier's shadow that predicts the same class with slightly different probabilities
+        agrees here; a regressor (only float outputs) agrees when its numbers are close.
+        """
+        decisions = [output for output in self.outputs if output.mean_abs_diff is None]
+        return all(output.agree for output in decisions) if decisions else self.agree
+
     def to_dict(self) -> dict[str, object]:
         """A JSON-serialisable dict."""
         return {"agree": self.agree, "outputs": [output.to_dict() for output in self.outputs]}

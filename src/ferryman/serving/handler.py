@@ -14,8 +14,11 @@ from ferryman.errors import DeadlineExceeded, FerrymanError, InvalidInput, Model
 from ferryman.monitoring.metrics import RequestMetrics, outcome_of
 from ferryman.runtimes.base import run_predict
 from ferryman.serving.catalog import CatalogModel
+from ferryman.serving.experiments import ExperimentRecorder
 from ferryman.serving.fallback import FALLBACK_PARAMETER, Fallback, parse_fallback
 from ferryman.serving.manager import LoadedVersion, ModelManager
+from ferryman.serving.router import route
+from ferryman.serving.shadow import ShadowRunner
 from ferryman.serving.sync import CatalogSync
 from ferryman.serving.validation import check_outputs, validate_inputs
 from ferryman.tensors import InferenceRequest, InferenceResponse, Signature
@@ -39,6 +42,10 @@ class InferenceHandler:
         self._executor = executor
         self._sync = sync
         self._metrics = metrics or RequestMetrics()
+        #: Shadow copies of requests (traffic policies with ``shadow``) and what they agreed on.
+        self.shadows = ShadowRunner(self._serve_on)
+        #: Which version served which request, for feedback, bandits and experiment reports.
+        self.experiments = ExperimentRecorder()
 
     def record_unrouted(self, error: Exception) -> None:
         """Count a request that failed before reaching a model version (bad body, unknown model)."""
@@ -66,7 +73,14 @@ class InferenceHandler:
         """Serve one inference request; raises a FerrymanError subclass on any failure."""
         started = time.perf_counter()
         try:
-            loaded = await self._acquire(request.model_name, request.model_version)
+            model = await self.model(request.model_name)
+            shadow = None
+            if model.traffic is None and model.rollout is None:
+                loaded = await self._acquire(request.model_name, request.model_version)
+            else:
+                target = route(model, request.model_version, request.headers, request.inputs)
+                shadow = target.shadow
+                loaded = await self._acquire(request.model_name, target.version)
         except FerrymanError as exc:
             self._metrics.unrouted[outcome_of(exc)] += 1
             raise
@@ -76,7 +90,6 @@ class InferenceHandler:
         try:
             response = await self._serve(loaded, request)
             outcome = "ok"
-            return response
         except FerrymanError as exc:
             outcome = outcome_of(exc)
             raise
@@ -84,6 +97,16 @@ class InferenceHandler:
             stats.inflight -= 1
             stats.outcomes[outcome] += 1
             stats.latency.observe(time.perf_counter() - started)
+        if model.traffic is not None or model.rollout is not None:
+            self.experiments.record(request.request_id, loaded.model, loaded.version, response.outputs)
+            if shadow is not None and shadow != loaded.version:
+                self.shadows.submit(request, response, shadow)
+        return response
+
+    async def _serve_on(self, request: InferenceRequest, version: int) -> InferenceResponse:
+        """Serve ``request`` on one version, outside the request metrics (shadow copies)."""
+        loaded = await self._manager.acquire(request.model_name, str(version))
+        return await self._serve(loaded, request)
 
     async def _serve(self, loaded: LoadedVersion, request: InferenceRequest) -> InferenceResponse:
         inputs = validate_inputs(loaded.signature, request, loaded.label)
