@@ -353,3 +353,92 @@ def test_rollout_to_a_version_that_cannot_load_changes_nothing(
     assert response.status_code == 500 and "failed verification" in response.json()["error"], response.text
     assert httpx.get(f"{url}/rollouts/current").status_code == 404
     assert served_counts(asyncio.run(fire(f"{server.url}/v2/models/noload/infer", 100))) == Counter({"1": 100})
+
+
+def loaded_versions(url: str) -> set[int]:
+    versions = httpx.get(f"{url}/versions").json()["versions"]
+    return {v["version"] for v in versions if v["state"] == "loaded"}
+
+
+def test_version_policy_decides_what_stays_loaded(server_factory: ServerFactory, offset_folder: Path) -> None:
+    server = server_factory()
+    url = push_versions(server, "kept", offset_folder, *({"offset": n} for n in range(1, 6)))
+    # Default: aliased (1) + the newest (5).
+    assert poll(lambda: loaded_versions(url) == {1, 5}, "aliased + latest loaded")
+    assert httpx.put(f"{url}/version-policy", json={"keep": "aliased_and_latest", "latest": 3}).status_code == 200
+    assert poll(lambda: loaded_versions(url) == {1, 3, 4, 5}, "aliased + latest 3 loaded")
+    assert httpx.put(f"{url}/version-policy", json={"keep": "explicit", "versions": [2]}).status_code == 200
+    # 3, 4 and 5 leave at once; 1 stays as the serving default; 2 is loaded.
+    assert poll(lambda: loaded_versions(url) == {1, 2}, "explicit policy applied")
+    # A traffic policy's targets are kept too.
+    set_policy(url, {"split": [{"target": "2", "weight": 50}, {"target": "4", "weight": 50}]})
+    assert poll(lambda: loaded_versions(url) == {1, 2, 4}, "split targets loaded")
+
+
+def test_rollout_guarded_by_agreement_rolls_back_when_the_new_version_decides_differently(
+    server_factory: ServerFactory, offset_folder: Path
+) -> None:
+    server = server_factory()
+    url = push_versions(server, "agree", offset_folder, {"offset": 1}, {"offset": 2})
+    started = httpx.post(
+        f"{url}/rollouts",
+        json={"to": 2, "steps": [20, 100], "interval": "2s", "guards": {"min_agreement": 0.95}},
+    )
+    assert started.status_code == 201, started.text
+    infer = f"{server.url}/v2/models/agree/infer"
+
+    def ended() -> dict[str, Any] | None:
+        asyncio.run(fire(infer, 100))
+        state = rollout_state(url)
+        return state if state["state"] != "running" else None
+
+    done = poll(ended, "the agreement guard to decide", 60)
+    assert done["state"] == "rolled_back" and "agreement" in done["reason"], done
+    assert httpx.get(f"{url}/aliases").json()["aliases"]["production"] == 1
+
+
+def test_a_restarted_server_continues_the_rollout(server_factory: ServerFactory, offset_folder: Path) -> None:
+    server = server_factory()
+    url = push_versions(server, "resume", offset_folder, {"offset": 1}, {"offset": 2})
+    started = httpx.post(f"{url}/rollouts", json={"to": 2, "steps": [50, 100], "interval": "2s"})
+    assert started.status_code == 201, started.text
+    server.stop()
+    again = server_factory(home=server.home)
+    url = f"{again.url}/api/v1/models/resume"
+    done = poll(lambda: (s := rollout_state(url))["state"] != "running" and s, "the rollout to finish", 30)
+    assert done["state"] == "completed", done
+    assert httpx.get(f"{url}/aliases").json()["aliases"]["production"] == 2
+    history = httpx.get(f"{url}/aliases/production/history").json()["history"]
+    assert history[0]["to_version"] == 2 and history[0]["changed_by"] == "rollout"
+
+
+def test_cli_sends_feedback_from_csv_and_prints_the_report(
+    server_factory: ServerFactory, offset_folder: Path, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from ferryman.cli.main import app
+
+    server = server_factory()
+    url = push_versions(server, "cli", offset_folder, {"offset": 1}, {"offset": 2})
+    set_policy(url, {"split": [{"target": "1", "weight": 50}, {"target": "2", "weight": 50}]})
+    lines = ["request_id,label"]
+    with httpx.Client(timeout=30) as client:
+        for index in range(60):
+            response = client.post(f"{server.url}/v2/models/cli/infer", json=ROW)
+            label = 10 * int(response.headers["x-ferryman-served-version"]) if index % 3 else 0
+            lines.append(f"{response.headers['x-request-id']},{label}")
+    lines.append("never-served,10")
+    csv_file = tmp_path / "labels.csv"
+    csv_file.write_text("\n".join(lines) + "\n")
+    runner = CliRunner()
+    sent = runner.invoke(app, ["feedback", "cli", "--file", str(csv_file), "--url", server.url])
+    assert sent.exit_code == 0, sent.output
+    assert "Recorded 61 feedback items" in sent.output and "1 name request ids" in sent.output
+    shown = runner.invoke(app, ["experiment", "report", "cli", "--url", server.url], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    assert "v2 vs v1:" in shown.output and "acc" in shown.output
+    bad = csv_file.with_name("bad.csv")
+    bad.write_text("request_id,score\nx,1\n")
+    refused = runner.invoke(app, ["feedback", "cli", "--file", str(bad), "--url", server.url], env={"COLUMNS": "200"})
+    assert refused.exit_code == 2 and "label or reward" in refused.output

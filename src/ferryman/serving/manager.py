@@ -31,6 +31,7 @@ from ferryman.serving.batch_policy import BatchPolicy
 from ferryman.serving.batcher import Batcher, batcher_for
 from ferryman.serving.cache import CacheLimits, ResponseCache, cache_for
 from ferryman.serving.catalog import Catalog, CatalogModel, CatalogVersion
+from ferryman.serving.keeping import VersionKeeper
 from ferryman.serving.loading import discard_runtime, locate_artifact, start_runtime
 from ferryman.serving.memory import MemoryBudget, format_bytes, protected_keys
 from ferryman.serving.router import resolve_version
@@ -45,8 +46,6 @@ T = TypeVar("T")
 
 #: How often a request retries a version that the budget unloaded again before the request could use it.
 _ACQUIRE_ATTEMPTS = 3
-#: A version nothing keeps loaded (loaded for an explicit request) is unloaded once idle this long.
-_IDLE_UNLOAD_S = 60.0
 #: The state reason of a version the memory budget unloaded.
 EVICTED_REASON = "unloaded to stay within the memory budget; loads again on its next request"
 
@@ -132,6 +131,7 @@ class ModelManager:
         self.cold_starts = 0
         self.evictions = 0
         self.load_failures = 0
+        self._keeper = VersionKeeper(self)
 
     # -- lookups on the request path -------------------------------------------------------------
 
@@ -372,32 +372,7 @@ class ModelManager:
         for name in [n for n in self._serving_default if n not in models]:
             del self._serving_default[name]
         await asyncio.gather(*(self._swap_default(model) for model in models.values()))
-        await asyncio.gather(*(self._keep(model) for model in models.values()))
-
-    async def _keep(self, model: CatalogModel) -> None:
-        """Load what the model's version policy and traffic need; unload idle versions nothing needs.
-
-        A version loaded on demand (an explicit ``/versions/N`` request) stays until it has been
-        idle for ``_IDLE_UNLOAD_S``; the serving default always stays.
-        """
-        keep = model.versions_to_keep()
-        for number in sorted(keep):
-            key = (model.name, number)
-            failure = self._failures.get(key)
-            if key in self._loaded or key in self._evicted:  # the memory budget's choice stands
-                continue
-            if failure is not None and failure[0] == model.versions[number].sha256:
-                continue
-            try:
-                await self.load(model.name, number)
-            except FerrymanError as exc:
-                logger.error("%s (kept loaded by the model's version or traffic policy)", exc.message)
-        now = time.monotonic()
-        for (name, number), loaded in list(self._loaded.items()):
-            if name != model.name or number in keep or number == self._serving_default.get(name):
-                continue
-            if loaded.inflight == 0 and now - loaded.last_used >= _IDLE_UNLOAD_S:
-                await self.unload(name, number)
+        await self._keeper.apply(models)
 
     async def _swap_default(self, model: CatalogModel) -> None:
         target = model.default_version
