@@ -39,7 +39,7 @@ test: lint
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .ferryman .mypy_cache .ruff_cache
 
-.PHONY: bench bench-quick wrk
+.PHONY: bench bench-quick bench-shadow wrk
 
 wrk:
 	@command -v wrk >/dev/null || { if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq wrk; \
@@ -48,6 +48,10 @@ wrk:
 ## bench: Ferryman vs TorchServe, MLServer, KServe and bare ASGI apps in one run (~25 min); writes docs/benchmarks.md
 bench: venv wrk
 	$(BIN)/python -m bench.run
+
+## bench-shadow: what shadow traffic costs the primary's p99 at half of peak load (~3 min)
+bench-shadow: venv wrk
+	$(BIN)/python -m bench.shadow_overhead
 
 ## bench-quick: a short check of the benchmark harness itself (W1, a few servers, 3 s points); prints the tables
 bench-quick: venv wrk

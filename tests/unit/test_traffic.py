@@ -444,3 +444,14 @@ def test_decision_agreement_ignores_probability_noise_but_not_a_different_class(
     assert not other_class.decision_agrees
     regression = compare_outputs({"y": np.array([1.0])}, {"y": np.array([1.5])})
     assert not regression.decision_agrees
+
+
+def test_row_agreement_is_per_row_and_decided_by_labels_when_there_are_any() -> None:
+    from ferryman.serving.agreement import row_agreement
+
+    primary = {"predict": np.array([1, 0, 2]), "predict_proba": np.array([[0.1, 0.9], [0.8, 0.2], [0.5, 0.5]])}
+    shadow = {"predict": np.array([1, 1, 2]), "predict_proba": np.array([[0.3, 0.7], [0.4, 0.6], [0.5, 0.5]])}
+    assert row_agreement(primary, shadow, 3).tolist() == [True, False, True]
+    regression = row_agreement({"y": np.array([[1.0, 2.0], [3.0, 4.0]])}, {"y": np.array([[1.0, 2.0], [3.0, 4.5]])}, 2)
+    assert regression.tolist() == [True, False]
+    assert row_agreement({"y": np.array([1.0, 2.0])}, {}, 2).tolist() == [False, False]

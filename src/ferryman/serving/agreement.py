@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -114,3 +115,31 @@ def _compare_floats(name: str, a: np.ndarray, b: np.ndarray) -> OutputAgreement:
         max_abs_diff=float(diff.max()),
         mean_rel_diff=float(relative.mean()),
     )
+
+
+def row_agreement(
+    primary: Mapping[str, np.ndarray], shadow: Mapping[str, np.ndarray], rows: int
+) -> np.ndarray[Any, np.dtype[np.bool_]]:
+    """Per row, whether the shadow's *decision* agrees with the primary's (vectorised over a batch).
+
+    The label-like outputs (integers, booleans, strings) decide when there are any: a row agrees
+    when all of them are equal in that row. Otherwise the float outputs decide: a row agrees when
+    they are close (``rtol=1e-3, atol=1e-6``). A missing output or a shape mismatch disagrees in
+    every row.
+    """
+    labels: list[tuple[np.ndarray, np.ndarray]] = []
+    floats: list[tuple[np.ndarray, np.ndarray]] = []
+    for name, a in primary.items():
+        b = shadow.get(name)
+        if b is None or a.shape != b.shape or a.ndim == 0 or a.shape[0] != rows:
+            return np.zeros(rows, dtype=bool)
+        ka, kb = a.dtype.kind, b.dtype.kind
+        (floats if ka in _NUMERIC_KINDS and kb in _NUMERIC_KINDS and "f" in (ka, kb) else labels).append((a, b))
+    agree = np.ones(rows, dtype=bool)
+    for a, b in labels or floats:
+        if labels:
+            same = np.asarray(a == b, dtype=bool)
+        else:
+            same = np.isclose(b.astype(np.float64), a.astype(np.float64), rtol=_RTOL, atol=_ATOL, equal_nan=True)
+        agree &= same.reshape(rows, -1).all(axis=1)
+    return agree

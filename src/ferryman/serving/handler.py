@@ -43,7 +43,7 @@ class InferenceHandler:
         self._sync = sync
         self._metrics = metrics or RequestMetrics()
         #: Shadow copies of requests (traffic policies with ``shadow``) and what they agreed on.
-        self.shadows = ShadowRunner(self._serve_on)
+        self.shadows = ShadowRunner(self._predict_on)
         #: Which version served which request, for feedback, bandits and experiment reports.
         self.experiments = ExperimentRecorder()
 
@@ -103,10 +103,22 @@ class InferenceHandler:
                 self.shadows.submit(request, response, shadow)
         return response
 
-    async def _serve_on(self, request: InferenceRequest, version: int) -> InferenceResponse:
-        """Serve ``request`` on one version, outside the request metrics (shadow copies)."""
-        loaded = await self._manager.acquire(request.model_name, str(version))
-        return await self._serve(loaded, request)
+    async def _predict_on(
+        self, model: str, version: int, inputs: dict[str, np.ndarray[Any, Any]]
+    ) -> dict[str, np.ndarray[Any, Any]]:
+        """Validate and run a batch of shadow copies on one version, in the inference pool."""
+        loaded = await self._manager.acquire(model, str(version))
+        request = InferenceRequest(model_name=model, inputs=inputs, model_version=str(version))
+        validated = validate_inputs(loaded.signature, request, loaded.label)
+        loaded.enter()
+        try:
+            results = await asyncio.get_running_loop().run_in_executor(
+                self._executor, _predict, loaded, validated, None
+            )
+        finally:
+            loaded.leave()
+        outputs, _ = check_outputs(loaded.signature, results, None, _batch_size(validated), loaded.label)
+        return outputs
 
     async def _serve(self, loaded: LoadedVersion, request: InferenceRequest) -> InferenceResponse:
         inputs = validate_inputs(loaded.signature, request, loaded.label)
