@@ -287,3 +287,31 @@ def test_process_workers_never_run_batches_on_the_event_loop() -> None:
         )
         assert batcher is not None and batcher.policy.inline_max_ms == 0
         assert batcher_for("sklearn", {}, [(-1, 3)], transform, pool, BatchPolicy(), "m").policy.inline_max_ms > 0  # type: ignore[union-attr]
+
+
+def test_a_lone_caller_is_answered_without_suspending_but_a_burst_still_batches() -> None:
+    model = CountingModel()
+
+    async def scenario() -> None:
+        with ThreadPoolExecutor(1) as pool:
+            batcher = Batcher(model, pool, BatchPolicy(inline_max_ms=1000), "model 't' version 1")
+            row = np.ones((1, 3))
+            for _ in range(4):  # one caller at a time: a cost model, then a streak of single-request batches
+                await batcher.submit({"x": row})
+            await asyncio.sleep(0)  # sync-ok: let the end-of-pass callback run, as the next request would
+            coroutine = batcher.submit({"x": row * 3})
+            try:
+                coroutine.send(None)
+            except StopIteration as done:  # answered synchronously: no future, no extra loop pass
+                assert done.value["y"].tolist() == [[7.0, 7.0, 7.0]]
+            else:
+                raise AssertionError("a lone caller should not have been queued")
+            await asyncio.sleep(0)  # sync-ok: next loop pass
+            model.sizes.clear()
+            answers = await asyncio.gather(*(batcher.submit({"x": row * i}) for i in range(10)))
+            assert model.sizes == [1, 9]  # the first ran at once; the rest of the burst formed one batch
+            assert [a["first"][0] for a in answers] == list(range(10))
+            await asyncio.gather(*(batcher.submit({"x": row * i}) for i in range(10)))
+            assert model.sizes[-1] == 10  # after a multi-request batch, nothing skips the queue
+
+    asyncio.run(scenario())

@@ -23,6 +23,7 @@ import numpy as np
 from ferryman.errors import DeadlineExceeded, FerrymanError, InvalidInput, ModelFailed, Overloaded
 from ferryman.monitoring.metrics import BATCH_BUCKETS, LATENCY_BUCKETS, Histogram
 from ferryman.serving.batch_policy import BatchPolicy, BatchSizer
+from ferryman.serving.batch_rows import batch_key, checked, concatenate, fail, loop_time, split, union
 
 __all__ = ["Batcher", "batcher_for"]
 
@@ -62,6 +63,9 @@ class Batcher:
         self._running = 0
         self._timer: asyncio.TimerHandle | None = None
         self._dispatch_scheduled = False
+        #: Batches in a row that served one request each, and whether a request ran at once this loop pass.
+        self._solo_streak = 0
+        self._ran_now = False
         #: ``time.monotonic()`` until which a new batch waits for more rows (see :meth:`_linger`).
         self._hold_until = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -86,10 +90,14 @@ class Batcher:
         if len(self._queue) >= self.policy.max_queue_size:
             self.shed += 1
             raise Overloaded(f"{self._label} has {len(self._queue)} requests queued; retry shortly", retry_after=1)
-        rows, key = _batch_key(inputs)
+        rows, key = batch_key(inputs)
         if deadline is not None or self.policy.latency_slo_ms is not None:
             self._admit(rows, deadline)
         loop = asyncio.get_running_loop()
+        if self._solo_streak >= _SOLO_STREAK and not self._queue and not self._running and not self._ran_now:
+            results = self._run_now(inputs, rows, wanted, deadline, loop)
+            if results is not None:
+                return results
         pending = _Pending(inputs, rows, key, wanted, time.monotonic(), deadline, loop.create_future())
         self._queue.append(pending)
         self._queued_rows += rows
@@ -103,6 +111,47 @@ class Batcher:
     def _scheduled_dispatch(self) -> None:
         self._dispatch_scheduled = False
         self._dispatch()
+
+    def _run_now(
+        self,
+        inputs: Arrays,
+        rows: int,
+        wanted: frozenset[str] | None,
+        deadline: float | None,
+        loop: asyncio.AbstractEventLoop,
+    ) -> Arrays | None:
+        """Answer a lone caller synchronously: no future, no wake-up, no extra loop pass (None = queue it).
+
+        Only when the last batches each served a single request (one caller at a time), and at most
+        once per loop pass: a second request in the same pass means callers are concurrent again, so
+        it queues and batches as usual.
+        """
+        if not self._runs_inline_rows(rows):
+            return None
+        if deadline is not None and deadline <= time.monotonic():
+            self.expired += 1
+            raise DeadlineExceeded(f"{self._label}: the request's deadline passed in the queue")
+        self._ran_now = True
+        loop.call_soon(self._end_pass)
+        self._running += 1
+        try:
+            self.queue_seconds.observe(0.0)
+            results, elapsed = self._timed_predict(inputs, wanted)
+            self._observe(rows, elapsed)
+            self.inline_batches += 1
+            self.batches += 1
+            self.rows += rows
+            arrays = checked(results, rows, self._label)
+        except FerrymanError:
+            raise
+        except Exception as exc:
+            raise ModelFailed(f"{self._label} failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            self._running -= 1
+        return arrays
+
+    def _end_pass(self) -> None:
+        self._ran_now = False
 
     def _admit(self, rows: int, deadline: float | None) -> None:
         """Refuse at once a request the queue ahead of it would make late.
@@ -148,9 +197,10 @@ class Batcher:
                 ready_at = max(self._queue[0].arrival + delay if delay > 0 else 0.0, self._hold_until)
                 if time.monotonic() < ready_at:
                     if self._timer is None:
-                        self._timer = loop.call_at(_loop_time(loop, ready_at), self._on_timer)
+                        self._timer = loop.call_at(loop_time(loop, ready_at), self._on_timer)
                     return
             batch = self._take(target)
+            self._solo_streak = self._solo_streak + 1 if len(batch) == 1 else 0
             if batch and self._running == 0 and self._runs_inline(batch):
                 self._run_inline(batch)
             elif batch:
@@ -162,14 +212,14 @@ class Batcher:
 
     def _runs_inline(self, batch: list[_Pending]) -> bool:
         """Whether the learned cost model says this batch is cheaper to run here than to hand off."""
+        return self._runs_inline_rows(sum(item.rows for item in batch))
+
+    def _runs_inline_rows(self, rows: int) -> bool:
         limit = self.policy.inline_max_ms
         if limit <= 0:
             return False
         model = self.sizer.cost_model()
-        if model is None:
-            return False
-        rows = sum(item.rows for item in batch)
-        return (model[0] + model[1] * rows) * 1000 <= limit
+        return model is not None and (model[0] + model[1] * rows) * 1000 <= limit
 
     def _run_inline(self, batch: list[_Pending]) -> None:
         """Run a cheap batch on the event loop: no thread hop, no extra task (see :meth:`_runs_inline`)."""
@@ -181,7 +231,7 @@ class Batcher:
             self.inline_batches += 1
             self._deliver(results, batch, rows)
         except Exception as exc:
-            _fail(batch, exc, self._label)
+            fail(batch, exc, self._label)
         finally:
             self._running -= 1
             self._hold_until = time.monotonic() + self._linger(len(batch))
@@ -245,12 +295,12 @@ class Batcher:
 
     def _prepare(self, batch: list[_Pending]) -> tuple[Arrays, int, frozenset[str] | None]:
         """Merge a batch's inputs and record how long its requests queued."""
-        merged = batch[0].inputs if len(batch) == 1 else _concatenate(batch)
+        merged = batch[0].inputs if len(batch) == 1 else concatenate(batch)
         rows = sum(item.rows for item in batch)
         now = time.monotonic()
         for item in batch:
             self.queue_seconds.observe(now - item.arrival)
-        return merged, rows, _union(batch)
+        return merged, rows, union(batch)
 
     def _timed_predict(self, merged: Arrays, wanted: frozenset[str] | None) -> tuple[Arrays, float]:
         started = time.perf_counter()
@@ -264,7 +314,7 @@ class Batcher:
     def _deliver(self, results: Arrays, batch: list[_Pending], rows: int) -> None:
         self.batches += 1
         self.rows += rows
-        _split(results, batch, rows, self._label)
+        split(results, batch, rows, self._label)
 
     async def _run(self, batch: list[_Pending]) -> None:
         loop = asyncio.get_running_loop()
@@ -275,75 +325,15 @@ class Batcher:
             self._observe(rows, elapsed)
             self._deliver(results, batch, rows)
         except Exception as exc:
-            _fail(batch, exc, self._label)
+            fail(batch, exc, self._label)
         finally:
             self._running -= 1
             self._hold_until = time.monotonic() + self._linger(len(batch))
             self._dispatch()
 
 
-def _fail(batch: list[_Pending], exc: Exception, label: str) -> None:
-    """Give every request of a failed batch the error (a model's own exception becomes ModelFailed)."""
-    error = exc if isinstance(exc, FerrymanError) else ModelFailed(f"{label} failed: {type(exc).__name__}: {exc}")
-    for item in batch:
-        if not item.future.done():
-            item.future.set_exception(error)
-
-
-def _batch_key(inputs: Arrays) -> tuple[int, tuple[Any, ...]]:
-    rows = None
-    key: list[Any] = []
-    for name, array in inputs.items():
-        if array.ndim == 0:
-            raise InvalidInput(f"input '{name}' is a scalar; a batchable model needs a batch dimension")
-        if rows is None:
-            rows = int(array.shape[0])
-        elif array.shape[0] != rows:
-            raise InvalidInput(f"input '{name}' has {array.shape[0]} rows but the other inputs have {rows}")
-        key.append((name, array.shape[1:], array.dtype.str))
-    return rows or 0, tuple(key)
-
-
-def _union(batch: list[_Pending]) -> frozenset[str] | None:
-    """The outputs a batch must compute: everything as soon as one caller wants everything."""
-    wanted: frozenset[str] = frozenset()
-    for item in batch:
-        if item.wanted is None:
-            return None
-        wanted |= item.wanted
-    return wanted
-
-
-def _concatenate(batch: list[_Pending]) -> Arrays:
-    return {name: np.concatenate([item.inputs[name] for item in batch]) for name in batch[0].inputs}
-
-
-def _split(results: Arrays, batch: list[_Pending], rows: int, label: str) -> None:
-    if not isinstance(results, dict):
-        raise ModelFailed(f"{label} returned {type(results).__name__}, expected a dict of arrays")
-    arrays = {name: np.asarray(value) for name, value in results.items()}
-    for name, array in arrays.items():
-        if array.ndim == 0 or array.shape[0] != rows:
-            raise ModelFailed(
-                f"{label} returned {array.shape[0] if array.ndim else 'a scalar'} rows for output '{name}' "
-                f"from a batch of {rows} rows"
-            )
-    if len(batch) == 1:
-        if not batch[0].future.done():
-            batch[0].future.set_result(arrays)
-        return
-    offset = 0
-    for item in batch:
-        end = offset + item.rows
-        if not item.future.done():
-            item.future.set_result({name: array[offset:end] for name, array in arrays.items()})
-        offset = end
-
-
-def _loop_time(loop: asyncio.AbstractEventLoop, monotonic_at: float) -> float:
-    """Convert a time.monotonic() instant to the loop's clock (they may differ, e.g. under uvloop)."""
-    return loop.time() + (monotonic_at - time.monotonic())
-
+#: Single-request batches in a row after which a lone request runs at once (see ``Batcher._run_now``).
+_SOLO_STREAK = 3
 
 #: Frameworks whose predict takes any number of rows at once; custom models opt in per version.
 BATCHABLE_FRAMEWORKS = frozenset({"sklearn", "xgboost", "lightgbm", "onnx"})
