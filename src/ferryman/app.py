@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 from collections.abc import AsyncIterator, Iterator
@@ -17,13 +18,18 @@ from starlette.types import ASGIApp
 from ferryman import __version__
 from ferryman.config import Settings
 from ferryman.monitoring.metrics import FerrymanCollector, LoadedView, RequestMetrics, build_registry
+from ferryman.monitoring.payload_config import check_payload_log_config
 from ferryman.monitoring.release_metrics import ShadowView, release_families
+from ferryman.protocols.auth import Guard
+from ferryman.protocols.auth_middleware import AuthMiddleware
 from ferryman.protocols.http_errors import install_error_handlers
 from ferryman.protocols.management import ManagementApi
 from ferryman.protocols.management_experiments import ExperimentApi
+from ferryman.protocols.management_monitoring import MonitoringApi
 from ferryman.protocols.metrics import metrics_route
 from ferryman.protocols.openapi import install_v2_openapi
 from ferryman.protocols.request_id import RequestIdMiddleware
+from ferryman.protocols.security_api import SecurityApi
 from ferryman.protocols.v2_infer import V2InferenceApp
 from ferryman.protocols.v2_rest import V2Routes
 from ferryman.registry.artifacts import ArtifactStore
@@ -41,6 +47,7 @@ from ferryman.serving.handler import InferenceHandler
 from ferryman.serving.loading import check_warmup_config
 from ferryman.serving.manager import ModelManager
 from ferryman.serving.memory import MemoryBudget, configure_allocator
+from ferryman.serving.monitoring_tap import MonitoringTap, build_monitoring_tap
 from ferryman.serving.rollout_controller import RolloutController
 from ferryman.serving.sync import CatalogSync
 from ferryman.serving.workers import check_worker_config
@@ -59,6 +66,7 @@ _CONFIG_CHECKS = [
     check_warmup_config,
     check_fallback_config,
     check_worker_config,
+    check_payload_log_config,
 ]
 
 
@@ -80,6 +88,7 @@ class Components:
     rollouts: RolloutController
     feedback: FeedbackFollower
     experiments: ExperimentReporter
+    monitoring: MonitoringTap
 
 
 def build_components(settings: Settings, *, sweep_staging: bool = True) -> Components:
@@ -126,6 +135,7 @@ def build_components(settings: Settings, *, sweep_staging: bool = True) -> Compo
     sync = CatalogSync(catalog, manager, io_pool)
     request_metrics = RequestMetrics()
     handler = InferenceHandler(manager, inference_pool, sync, request_metrics)
+    monitoring = handler.monitor = build_monitoring_tap(settings, registry, manager)
     return Components(
         settings=settings,
         registry=registry,
@@ -143,6 +153,7 @@ def build_components(settings: Settings, *, sweep_staging: bool = True) -> Compo
         experiments=ExperimentReporter(
             registry, manager, request_metrics, handler.shadows, handler.experiments, io_pool
         ),
+        monitoring=monitoring,
     )
 
 
@@ -150,24 +161,29 @@ def create_app(components: Components) -> ASGIApp:
     """The ASGI app: V2 REST + management API + OpenAPI docs, with a lifespan that loads models."""
     settings = components.settings
     v2 = V2Routes(components.handler, components.manager, settings.max_request_bytes)
+    guard = Guard(settings, components.registry, components.io_pool)  # auth: docs/security.md
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await asyncio.get_running_loop().run_in_executor(components.io_pool, components.catalog.refresh)
+        components.monitoring.start()
         startup = asyncio.create_task(_load_defaults(components, v2))
         poller = asyncio.create_task(components.sync.poll_forever(settings.repository_poll_seconds))
         background = [
             asyncio.create_task(components.rollouts.run_forever()),
             asyncio.create_task(components.feedback.run_forever()),
+            asyncio.create_task(guard.run_forever()),
         ]
         try:
             yield
         finally:
             for task in background:
                 task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
             poller.cancel()
             startup.cancel()
             await components.handler.shadows.close()
+            await asyncio.get_running_loop().run_in_executor(components.io_pool, components.monitoring.close)
             await components.manager.close()
             components.inference_pool.shutdown(wait=False, cancel_futures=True)
             components.io_pool.shutdown(wait=False, cancel_futures=True)
@@ -190,11 +206,20 @@ def create_app(components: Components) -> ASGIApp:
         components.io_pool,
         settings.max_upload_bytes,
         ExperimentApi(components.registry, components.handler.experiments, components.experiments, components.io_pool),
+        monitoring=MonitoringApi(components.monitoring, components.manager, components.io_pool),
     )
     app.include_router(management.router())
+    app.include_router(SecurityApi(components.registry, guard, components.io_pool).router())
     install_v2_openapi(app)
     # The inference endpoint sits in front of FastAPI's stack; everything else goes through it.
-    return V2InferenceApp(components.handler, RequestIdMiddleware(app), settings.max_request_bytes)
+    # Both admit requests through the guard, by the one route table (protocols/route_permissions.py).
+    return V2InferenceApp(
+        components.handler,
+        RequestIdMiddleware(AuthMiddleware(app, guard)),
+        settings.max_request_bytes,
+        guard=guard,
+        max_tensor_elements=settings.max_tensor_elements,
+    )
 
 
 def _collector(components: Components) -> FerrymanCollector:
@@ -241,7 +266,9 @@ def _collector(components: Components) -> FerrymanCollector:
             ShadowView(model, str(version), s.ok, s.errors, s.dropped, s.compared, s.agreed, s.latency)
             for (model, version), s in list(components.handler.shadows.stats.items())
         ]
-        return release_families(shadows, components.feedback.applied)
+        return itertools.chain(
+            release_families(shadows, components.feedback.applied), components.monitoring.metric_families()
+        )
 
     return FerrymanCollector(components.request_metrics, loaded, counters, releases)
 

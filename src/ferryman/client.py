@@ -12,6 +12,7 @@ Every non-2xx answer raises the matching :mod:`ferryman.errors` class carrying t
 from __future__ import annotations
 
 import io
+import os
 import tempfile
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
@@ -28,7 +29,9 @@ import orjson
 from ferryman import __version__
 from ferryman.client_codec import HEADER_LENGTH, Tensor, coerce, decode_response, encode_request
 from ferryman.client_errors import error_from_response
+from ferryman.client_monitoring import MonitoringMethods
 from ferryman.client_releases import ReleaseMethods
+from ferryman.client_security import SecurityMethods
 from ferryman.errors import DeadlineExceeded, FerrymanError, InvalidInput
 from ferryman.tensors import datatype_of
 
@@ -70,8 +73,11 @@ class _ProgressFile(io.FileIO):
         return chunk or b""
 
 
-class Client(ReleaseMethods):
+class Client(ReleaseMethods, MonitoringMethods, SecurityMethods):
     """A connection to one Ferryman server; use as a context manager or call :meth:`close`.
+
+    ``api_key`` defaults to the ``FERRYMAN_API_KEY`` environment variable; it is sent as
+    ``Authorization: Bearer``. Keys and the audit trail: :class:`~ferryman.client_security.SecurityMethods`.
 
     Rollback, traffic and version policies, rollouts and feedback: :class:`~ferryman.client_releases.ReleaseMethods`.
     """
@@ -86,6 +92,8 @@ class Client(ReleaseMethods):
         self.url = url.rstrip("/")
         self.timeout = timeout
         headers = {"User-Agent": f"ferryman-client/{__version__}"}
+        if api_key is None:
+            api_key = os.environ.get("FERRYMAN_API_KEY")
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)

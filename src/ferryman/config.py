@@ -10,10 +10,22 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "load_settings"]
+__all__ = ["MtlsPrincipal", "Settings", "load_settings"]
+
+
+class MtlsPrincipal(BaseModel):
+    """Who a verified client certificate is: its role and, optionally, the models it may act on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: str
+    """``admin``, ``deployer``, ``predictor`` or ``viewer``."""
+
+    models: list[str] | None = None
+    """Model names or patterns (``fraud-*``); None for every model."""
 
 
 class Settings(BaseSettings):
@@ -82,8 +94,84 @@ class Settings(BaseSettings):
     load_on_startup: bool = True
     """Load each model's default version (production alias, else latest) when the server starts."""
 
+    # -- monitoring: drift, data quality, payload logs (docs/monitoring.md) ---------------------
+
+    monitoring_enabled: bool = True
+    """Watch every version's inputs and predictions for drift and data-quality issues (off the request path)."""
+
+    monitoring_sample_rate: float = Field(default=1.0, gt=0, le=1)
+    """Share of answered requests monitored; the rest cost a dict lookup and a decrement."""
+
+    monitoring_window_rows: int = Field(default=1000, ge=1)
+    """Rows in each version's sliding drift window."""
+
+    monitoring_min_rows: int = Field(default=100, ge=1)
+    """Rows a window needs before drift is tested (capped at the window's size)."""
+
+    monitoring_significance: float = Field(default=0.01, gt=0, lt=1)
+    """False-alarm rate of the drift verdict with no drift (Benjamini-Hochberg across all columns)."""
+
+    monitoring_profile_rows: int = Field(default=1000, ge=1)
+    """Rows of traffic a reference profile is learned from when a version was pushed without a sample."""
+
+    monitoring_queue_records: int = Field(default=4096, ge=1)
+    """Sampled requests waiting for the monitoring worker; beyond it they are dropped and counted."""
+
+    monitoring_report_seconds: float = Field(default=10.0, gt=0)
+    """How often, at most, each version's drift report behind the metrics is recomputed."""
+
+    payload_queue_records: int = Field(default=4096, ge=1)
+    """Payload-log records waiting for the writer; beyond it they are dropped and counted."""
+
     log_level: str = "info"
     """Log level: debug, info, warning, error."""
+
+    # -- security (docs/security.md) --------------------------------------------------------------
+
+    insecure: bool = False
+    """Serve on a non-loopback address without any credentials configured (refused otherwise)."""
+
+    metrics_auth: bool = True
+    """Require credentials with the ``metrics`` permission for ``/metrics`` (False: open to any scraper)."""
+
+    oidc_issuer: str | None = None
+    """Issuer (``iss``) of the OIDC bearer tokens accepted; setting it turns token authentication on."""
+
+    oidc_audience: str | None = None
+    """Audience (``aud``) the tokens must be issued for (required with ``oidc_issuer``)."""
+
+    oidc_jwks_url: str | None = None
+    """Where the issuer publishes its signing keys (JWKS); https, or http on a loopback address."""
+
+    oidc_public_key: str | None = None
+    """The issuer's public key as PEM text or the path of a PEM file (instead of ``oidc_jwks_url``)."""
+
+    oidc_role_claim: str = "ferryman_role"
+    """Claim holding the role (a name or a list of names; dotted for nested claims: ``realm_access.roles``)."""
+
+    oidc_models_claim: str | None = None
+    """Claim holding the models the token may act on (a list or a comma-separated text; absent = every model)."""
+
+    tls_cert: Path | None = None
+    """Server certificate chain (PEM); with ``tls_key`` the server speaks HTTPS only (TLS 1.2 or newer)."""
+
+    tls_key: Path | None = None
+    """Private key of ``tls_cert`` (PEM)."""
+
+    tls_client_ca: Path | None = None
+    """CA bundle (PEM) that client certificates must chain to: every connection must present one (mTLS)."""
+
+    mtls_principals: dict[str, MtlsPrincipal] = Field(default_factory=dict)
+    """Client certificate subject CN → ``{"role": ..., "models": [...]}``: who a verified certificate is."""
+
+    rate_limit_per_s: float | None = Field(default=None, gt=0)
+    """Requests per second each API key, token subject or certificate may make (None = no limit)."""
+
+    rate_limit_burst: float | None = Field(default=None, ge=1)
+    """Requests a caller may make at once before the rate applies (default: one second's worth, at least 1)."""
+
+    max_tensor_elements: int = Field(default=16 * 1024 * 1024, gt=0)
+    """Most elements one decoded input tensor may have (413 naming the input above it)."""
 
     @property
     def resolved_database_url(self) -> str:

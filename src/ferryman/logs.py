@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import orjson
 
 from ferryman.protocols.request_id import REQUEST_ID
+from ferryman.security.audit import redact_text
 
 __all__ = ["configure_logging"]
 
@@ -27,9 +28,16 @@ class _JsonFormatter(logging.Formatter):
         return orjson.dumps(document).decode()
 
 
+class _RedactingHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Masks API keys, JWTs and bearer credentials in every line, exceptions included (docs/security.md)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_text(super().format(record))
+
+
 def configure_logging(level: str) -> None:
-    """Send Ferryman's and uvicorn's logs to stderr in one format."""
-    handler = logging.StreamHandler(sys.stderr)
+    """Send Ferryman's and uvicorn's logs to stderr in one format, with credentials masked."""
+    handler = _RedactingHandler(sys.stderr)
     if sys.stderr.isatty():
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     else:

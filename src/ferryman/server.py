@@ -20,6 +20,9 @@ from ferryman.app import Components, build_components, create_app
 from ferryman.config import Settings
 from ferryman.logs import configure_logging
 from ferryman.registry.intake import IntakeRequest
+from ferryman.security.audit import AuditEntry
+from ferryman.security.exposure import check_exposure
+from ferryman.security.tls import uvicorn_tls_options
 
 __all__ = ["register_artifacts", "serve"]
 
@@ -42,6 +45,10 @@ def register_artifacts(components: Components, artifacts: Sequence[Path]) -> lis
         name = _name_for(path)
         staged = components.artifacts.stage_path(path)
         record, created = components.intake.register(staged, IntakeRequest(name=name))
+        if created:
+            target = f"models/{name}/versions/{record.version}"
+            details = {"source": "command line", "file": path.name}
+            components.registry.append_audit(AuditEntry("local", "version.push", target, "success", "", details))
         logger.info("%s %s:%d from %s", "registered" if created else "already registered", name, record.version, path)
         names.append(name)
     return names
@@ -56,6 +63,9 @@ def serve(settings: Settings, artifacts: Sequence[Path] = ()) -> None:
     """
     configure_logging(settings.log_level)
     components = build_components(settings)
+    check_exposure(settings, components.registry)  # refuses an unauthenticated non-loopback server
+    uvicorn_tls_options(settings)  # unreadable TLS files fail here, once, not in every worker
+    _audit_start(components)
     register_artifacts(components, artifacts)
     if settings.workers == 1:
         _run_uvicorn(create_app(components), settings, sockets=None)
@@ -63,6 +73,21 @@ def serve(settings: Settings, artifacts: Sequence[Path] = ()) -> None:
     components.inference_pool.shutdown()
     components.io_pool.shutdown()
     _supervise(settings)
+
+
+def _audit_start(components: Components) -> None:
+    settings = components.settings
+    details = {
+        "workers": settings.workers,
+        "tls": settings.tls_cert is not None,
+        "mtls": settings.tls_client_ca is not None,
+        "oidc_issuer": settings.oidc_issuer,
+        "insecure": settings.insecure,
+        "metrics_auth": settings.metrics_auth,
+        "rate_limit_per_s": settings.rate_limit_per_s,
+    }
+    target = f"{settings.host}:{settings.port}"
+    components.registry.append_audit(AuditEntry("local", "server.start", target, "success", "", details))
 
 
 def _run_uvicorn(app: Any, settings: Settings, sockets: list[socket.socket] | None) -> None:
@@ -75,7 +100,7 @@ def _run_uvicorn(app: Any, settings: Settings, sockets: list[socket.socket] | No
         host=settings.host,
         port=settings.port,
         loop="uvloop" if sys.platform != "win32" else "asyncio",
-        http="httptools",
+        **uvicorn_tls_options(settings),  # http protocol, and the SSL context when TLS is on
         access_log=False,
         log_config=None,
         # No X-Forwarded-* rewriting: it costs a middleware hop per request and we trust no proxy yet.

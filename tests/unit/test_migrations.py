@@ -141,7 +141,7 @@ def test_upgrading_from_0002_keeps_the_data_and_downgrading_0003_removes_only_it
         conn.execute(text("INSERT INTO models (name, description, created_at) VALUES ('churn', '', '2026-01-01')"))
         conn.execute(registry_state.update().values(revision=7))
     upgrade_to_head(engine)
-    assert current(engine) == "0003"
+    assert current(engine) == head()
     assert schema_diffs(engine, metadata) == []
     with engine.connect() as conn:
         assert conn.execute(text("SELECT name FROM models")).scalars().all() == ["churn"]
@@ -150,7 +150,26 @@ def test_upgrading_from_0002_keeps_the_data_and_downgrading_0003_removes_only_it
         config.attributes["connection"] = conn
         command.downgrade(config, "0002")
     tables = set(inspect(engine).get_table_names())
-    assert not tables & {"api_keys", "audit_log", "audit_state"}
+    assert not tables & {"api_keys", "audit_log", "audit_state", "version_profiles"}
     assert {"models", "versions", "feedback", "rollouts"} <= tables
     upgrade_to_head(engine)
     assert schema_diffs(engine, metadata) == []
+
+
+def test_0004_adds_version_profiles_and_downgrading_removes_only_them(engine: Engine) -> None:
+    config = alembic_config()
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0003")
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO models (name, description, created_at) VALUES ('churn', '', '2026-01-01')"))
+    upgrade_to_head(engine)
+    assert "version_profiles" in set(inspect(engine).get_table_names())
+    assert schema_diffs(engine, metadata) == []
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0003")
+    tables = set(inspect(engine).get_table_names())
+    assert "version_profiles" not in tables and {"api_keys", "audit_log", "feedback"} <= tables
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT name FROM models")).scalars().all() == ["churn"]

@@ -12,9 +12,11 @@ import typer
 
 from ferryman.cli import (
     experiment_commands,
+    monitoring_commands,
     predict_command,
     registry_commands,
     rollout_commands,
+    security_commands,
     traffic_commands,
     version_policy_commands,
 )
@@ -52,6 +54,20 @@ def serve(
     workers: Annotated[
         int | None, typer.Option(help="Server processes sharing the port (each loads the models).", show_default="1")
     ] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="Certificate chain (PEM): serve HTTPS (TLS 1.2+).", show_default=False)
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="Private key of --tls-cert (PEM).", show_default=False)] = None,
+    tls_client_ca: Annotated[
+        Path | None,
+        typer.Option(help="CA (PEM) client certificates must chain to: require one (mTLS).", show_default=False),
+    ] = None,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure", help="Serve a non-loopback address with no credentials configured (no authentication)."
+        ),
+    ] = False,
 ) -> None:
     """Start a server. Flags override FERRYMAN_* variables, which override ferryman.yaml."""
     import yaml
@@ -73,13 +89,20 @@ def serve(
             repositories=list(repository) if repository else None,
             log_level=log_level,
             workers=workers,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            tls_client_ca=tls_client_ca,
+            insecure=True if insecure else None,
         )
     except (ValueError, OSError, yaml.YAMLError) as exc:
         fail(f"invalid settings: {exc}")
+    from ferryman.security.exposure import UnsafeExposure
     from ferryman.server import serve as run_server
 
     try:
         run_server(settings, artifacts=list(artifacts or []))
+    except UnsafeExposure as exc:
+        fail(str(exc), code=2)
     except FerrymanError as exc:
         fail(str(exc))
 
@@ -90,6 +113,8 @@ traffic_commands.register(app)
 rollout_commands.register(app)
 version_policy_commands.register(app)
 experiment_commands.register(app)
+monitoring_commands.register(app)
+security_commands.register(app)
 
 
 def main() -> None:

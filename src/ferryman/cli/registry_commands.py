@@ -43,7 +43,8 @@ def push(
     path: Annotated[Path, typer.Argument(help="Artifact file, or a folder (packed as a tar).", show_default=False)],
     name: Annotated[str, typer.Option("--name", "-n", help="Model name.", show_default=False)],
     sample: Annotated[
-        Path | None, typer.Option(help="Sample input (.csv or .npy) to infer the signature from.")
+        Path | None,
+        typer.Option(help="Sample input (.csv or .npy): completes the signature, and is the reference for drift."),
     ] = None,
     framework: Annotated[str | None, typer.Option(help="Framework, when not detected.")] = None,
     description: Annotated[str, typer.Option(help="Free text shown with the version.")] = "",

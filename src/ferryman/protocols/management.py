@@ -25,7 +25,9 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from ferryman.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
+from ferryman.protocols.auth import principal_of
 from ferryman.protocols.management_experiments import ExperimentApi
+from ferryman.protocols.management_monitoring import MonitoringApi
 from ferryman.protocols.management_releases import ReleaseApi
 from ferryman.registry.artifacts import ArtifactStore
 from ferryman.registry.intake import IntakeRequest, ModelIntake
@@ -58,6 +60,7 @@ class ManagementApi:
         executor: Executor,
         max_upload_bytes: int,
         experiments: ExperimentApi | None = None,
+        monitoring: MonitoringApi | None = None,
     ) -> None:
         self._registry = registry
         self._intake = intake
@@ -67,6 +70,7 @@ class ManagementApi:
         self._executor = executor
         self._max_upload = max_upload_bytes
         self._experiments = experiments
+        self._monitoring = monitoring
 
     async def _blocking(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -128,8 +132,9 @@ class ManagementApi:
         api = APIRouter(prefix="/api/v1", tags=["management"])
 
         @api.get("/models", summary="List models")
-        async def list_models() -> Response:
-            models = self._manager_models()
+        async def list_models(request: Request) -> Response:
+            principal = principal_of(request.scope)  # a principal limited to some models sees only those
+            models = [m for m in self._manager_models() if principal.covers(m.name)]
             return _json({"models": [self.describe_model(m) for m in models]})
 
         @api.get("/models/{name}", summary="Show a model with its versions")
@@ -217,6 +222,8 @@ class ManagementApi:
         api.include_router(ReleaseApi(self._registry, self._manager, self._sync, self._executor).router())
         if self._experiments is not None:  # feedback and experiment reports (protocols/management_experiments.py)
             api.include_router(self._experiments.router())
+        if self._monitoring is not None:  # drift and data quality (protocols/management_monitoring.py)
+            api.include_router(self._monitoring.router())
         return api
 
     def _manager_models(self) -> list[CatalogModel]:

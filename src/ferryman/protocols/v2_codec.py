@@ -16,15 +16,25 @@ from typing import Any
 import numpy as np
 import orjson
 
-from ferryman.errors import InvalidInput
+from ferryman.errors import InvalidInput, PayloadTooLarge
 from ferryman.tensors import DATATYPES, InferenceRequest, InferenceResponse, TensorSpec
 
-__all__ = ["decode_raw_binary_request", "decode_request", "encode_response"]
+__all__ = ["DEFAULT_MAX_TENSOR_ELEMENTS", "decode_raw_binary_request", "decode_request", "encode_response"]
+
+#: Most elements one decoded input may have unless the server is configured otherwise (16 Mi).
+DEFAULT_MAX_TENSOR_ELEMENTS = 16 * 1024 * 1024
 
 _NUMPY_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 _LENGTH_PREFIX = struct.Struct("<I")
 _INTEGER_KINDS = frozenset("iu")
 _NUMERIC_KINDS = frozenset("iuf")
+
+
+def _check_elements(name: str, count: int, limit: int) -> None:
+    if count > limit:
+        raise PayloadTooLarge(
+            f"input '{name}' has {count} elements, more than the limit of {limit} (max_tensor_elements)"
+        )
 
 
 def _parse_json(raw: bytes | memoryview) -> Any:
@@ -40,9 +50,17 @@ def _parse_json(raw: bytes | memoryview) -> Any:
 
 
 def decode_request(
-    body: bytes, header_length: int | None, model_name: str, model_version: str | None
+    body: bytes,
+    header_length: int | None,
+    model_name: str,
+    model_version: str | None,
+    *,
+    max_elements: int = DEFAULT_MAX_TENSOR_ELEMENTS,
 ) -> InferenceRequest:
-    """Decode a V2 inference request body (JSON, or JSON header + binary tensors)."""
+    """Decode a V2 inference request body (JSON, or JSON header + binary tensors).
+
+    An input whose shape has more than ``max_elements`` elements is refused (413) before its data is read.
+    """
     if header_length is None:
         document = _parse_json(body)
         binary = memoryview(b"")
@@ -63,6 +81,7 @@ def decode_request(
     offset = 0
     for position, raw in enumerate(raw_inputs):
         name, datatype, shape, parameters = _input_header(raw, position)
+        _check_elements(name, math.prod(shape), max_elements)
         if name in inputs:
             raise InvalidInput(f"input '{name}' appears more than once")
         size = parameters.get("binary_data_size") if parameters else None
@@ -108,7 +127,12 @@ def decode_request(
 
 
 def decode_raw_binary_request(
-    body: bytes, spec: TensorSpec, model_name: str, model_version: str | None
+    body: bytes,
+    spec: TensorSpec,
+    model_name: str,
+    model_version: str | None,
+    *,
+    max_elements: int = DEFAULT_MAX_TENSOR_ELEMENTS,
 ) -> InferenceRequest:
     """Decode ``Inference-Header-Content-Length: 0``: the body is the bytes of the single input.
 
@@ -133,6 +157,7 @@ def decode_raw_binary_request(
                 )
             dims[variable[0]] = len(body) // fixed
         shape = tuple(dims)
+    _check_elements(spec.name, math.prod(shape), max_elements)
     tensor = _tensor_from_binary(spec.name, spec.datatype, shape, memoryview(body))
     return InferenceRequest(
         model_name=model_name,

@@ -18,9 +18,15 @@ from typing import Any
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ferryman.errors import FerrymanError, InvalidInput, PayloadTooLarge
+from ferryman.protocols.auth import Guard, error_headers
 from ferryman.protocols.http_errors import error_body
 from ferryman.protocols.request_id import REQUEST_ID, caller_request_id
-from ferryman.protocols.v2_codec import decode_raw_binary_request, decode_request, encode_response
+from ferryman.protocols.v2_codec import (
+    DEFAULT_MAX_TENSOR_ELEMENTS,
+    decode_raw_binary_request,
+    decode_request,
+    encode_response,
+)
 from ferryman.serving.fallback import FALLBACK_PARAMETER
 from ferryman.serving.handler import InferenceHandler
 from ferryman.tensors import InferenceRequest
@@ -85,13 +91,28 @@ def _model_and_version(path: str) -> tuple[str, str | None] | None:
 class V2InferenceApp:
     """Answers V2 inference requests itself and hands every other request to ``fallback``."""
 
-    def __init__(self, handler: InferenceHandler, fallback: ASGIApp, max_request_bytes: int) -> None:
+    def __init__(
+        self,
+        handler: InferenceHandler,
+        fallback: ASGIApp,
+        max_request_bytes: int,
+        *,
+        guard: Guard | None = None,
+        max_tensor_elements: int = DEFAULT_MAX_TENSOR_ELEMENTS,
+    ) -> None:
         self._handler = handler
         self._fallback = fallback
         self._limit = max_request_bytes
+        self._guard = guard
+        self._max_elements = max_tensor_elements
         # Request ids: a per-process random prefix and a counter (unique, and no syscall per request).
         self._id_prefix = os.urandom(4).hex()
         self._ids = itertools.count(1)
+
+    @property
+    def app(self) -> ASGIApp:
+        """The app every request but inference goes to."""
+        return self._fallback
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
@@ -107,6 +128,13 @@ class V2InferenceApp:
         if scope["method"] != "POST":
             await _respond(send, 405, error_body("Method Not Allowed"), _JSON, request_id, None)
             return
+        if self._guard is not None:
+            try:
+                await self._guard.admit_inference(scope, target[0])
+            except FerrymanError as refusal:
+                body = error_body(refusal.message)
+                await _respond(send, refusal.status, body, _JSON, request_id, error_headers(refusal))
+                return
         try:
             payload, header_length, served, fallback = await self._infer(scope, receive, *target, request_id)
         except _ClientGone:
@@ -155,7 +183,7 @@ class V2InferenceApp:
         header = headers.get("inference-header-content-length")
         inference: InferenceRequest
         if header is None:
-            inference = decode_request(body, None, name, version)
+            inference = decode_request(body, None, name, version, max_elements=self._max_elements)
         elif not header.isdigit():
             raise InvalidInput(f"Inference-Header-Content-Length must be a non-negative integer, got {header!r}")
         elif header == "0" or int(header) == 0:
@@ -165,9 +193,11 @@ class V2InferenceApp:
                     "a raw binary request (Inference-Header-Content-Length: 0) needs a model with exactly one "
                     f"input; model '{name}' has {len(signature.inputs)}"
                 )
-            inference = decode_raw_binary_request(body, signature.inputs[0], name, version)
+            inference = decode_raw_binary_request(
+                body, signature.inputs[0], name, version, max_elements=self._max_elements
+            )
         else:
-            inference = decode_request(body, int(header), name, version)
+            inference = decode_request(body, int(header), name, version, max_elements=self._max_elements)
         inference.deadline = request_deadline(headers.get("x-ferryman-timeout-ms"), inference.parameters)
         return inference
 

@@ -6,6 +6,7 @@ never enters the registry. Every step is blocking; the management API runs it in
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -15,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from ferryman.archive import safe_extract
-from ferryman.errors import InvalidInput
+from ferryman.errors import FerrymanError, InvalidInput
+from ferryman.monitoring.profile import Profile
 from ferryman.registry.artifacts import ArtifactStore, StagedArtifact
+from ferryman.registry.profiles import profile_from_sample
 from ferryman.registry.records import VersionRecord, validate_model_name
 from ferryman.registry.service import RegistryService
 from ferryman.runtimes import FRAMEWORKS, detect_framework, load_runtime
@@ -24,6 +27,8 @@ from ferryman.runtimes.base import RuntimeConfig
 from ferryman.runtimes.samples import infer_signature, read_sample
 
 __all__ = ["IntakeRequest", "ModelIntake"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,11 +71,11 @@ class ModelIntake:
             if existing is not None:
                 self._artifacts.discard(staged)
                 return existing, False
-            framework, signature = self._inspect(staged, request)
+            framework, signature, profile = self._inspect(staged, request)
         except BaseException:
             self._artifacts.discard(staged)
             raise
-        return self._registry.register_version(
+        record, created = self._registry.register_version(
             request.name,
             staged,
             framework=framework,
@@ -79,8 +84,15 @@ class ModelIntake:
             description=request.description,
             created_by=request.created_by,
         )
+        if created and profile is not None:
+            # The reference for drift and data quality (docs/monitoring.md): the sample and the model's answers.
+            try:
+                self._registry.set_profile(request.name, record.version, profile.to_dict(), "sample")
+            except FerrymanError as exc:  # the version is registered; its profile will be learned from traffic
+                logger.warning("profile of %s version %s not stored: %s", request.name, record.version, exc)
+        return record, created
 
-    def _inspect(self, staged: StagedArtifact, request: IntakeRequest) -> tuple[str, Any]:
+    def _inspect(self, staged: StagedArtifact, request: IntakeRequest) -> tuple[str, Any, Profile | None]:
         workdir = Path(tempfile.mkdtemp(prefix="inspect-", dir=staged.path.parent))
         try:
             path = self._lay_out(staged, workdir)
@@ -89,9 +101,10 @@ class ModelIntake:
             try:
                 sample = read_sample(request.sample) if request.sample is not None else None
                 signature = infer_signature(runtime, sample)
+                profile = profile_from_sample(runtime, signature, sample) if sample is not None else None
             finally:
                 runtime.unload()
-            return framework, signature
+            return framework, signature, profile
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 

@@ -31,6 +31,7 @@ from ferryman.registry.core import (
     write_alias,
 )
 from ferryman.registry.feedback import FeedbackStore
+from ferryman.registry.profiles import ProfileStore
 from ferryman.registry.records import (
     AliasChange,
     ChangeEvent,
@@ -50,6 +51,7 @@ from ferryman.registry.store import (
     traffic_policies,
     traffic_policy_history,
     version_policies,
+    version_profiles,
     versions,
 )
 from ferryman.registry.traffic_policies import TrafficPolicies
@@ -65,10 +67,20 @@ ChangeListener = Callable[[ChangeEvent], None]
 _REGISTER_ATTEMPTS = 5
 
 #: Tables holding per-model rows that go with the model when it is deleted.
-_MODEL_TABLES = (alias_history, traffic_policy_history, traffic_policies, version_policies, rollouts, feedback)
+_MODEL_TABLES = (
+    alias_history,
+    traffic_policy_history,
+    traffic_policies,
+    version_policies,
+    rollouts,
+    feedback,
+    version_profiles,
+)
 
 
-class RegistryService(TrafficPolicies, VersionPolicies, Rollouts, AliasRollback, FeedbackStore, ApiKeys, AuditLog):
+class RegistryService(
+    TrafficPolicies, VersionPolicies, Rollouts, AliasRollback, FeedbackStore, ApiKeys, AuditLog, ProfileStore
+):
     """Reads and writes the registry; the only code that changes it."""
 
     def __init__(self, engine: Engine, artifacts: ArtifactStore) -> None:
@@ -252,6 +264,11 @@ class RegistryService(TrafficPolicies, VersionPolicies, Rollouts, AliasRollback,
             row = queries.version_row(conn, model, version)
             references.refuse_version_delete(conn, model, version)
             conn.execute(delete(versions).where(versions.c.id == row.id))
+            conn.execute(
+                delete(version_profiles).where(
+                    version_profiles.c.model_id == model.id, version_profiles.c.version == version
+                )
+            )
         self._notify([ChangeEvent("version_deleted", name, version=version)])
         self._collect_blob(row.sha256, row.filename)
 

@@ -58,6 +58,7 @@ __all__ = [
     "traffic_policy_history",
     "upgrade_to_head",
     "version_policies",
+    "version_profiles",
     "versions",
     "write_transaction",
 ]
@@ -289,6 +290,20 @@ audit_state = Table(
 )
 
 
+# A version's reference profile (monitoring/profile.py): from the sample pushed with it, or learned
+# from its first requests. Written with append transactions, so learning one at traffic time does
+# not make every process rebuild its catalog. Keyed by model id and number: numbers are never reused.
+version_profiles = Table(
+    "version_profiles",
+    metadata,
+    Column("model_id", Integer, ForeignKey("models.id"), primary_key=True, autoincrement=False),
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("source", String(16), nullable=False),
+    Column("profile", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+
 def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # Let SQLAlchemy emit BEGIN itself (see _begin_sqlite); sqlite3's legacy mode would not
     # open a transaction for SELECTs or DDL.
@@ -362,7 +377,7 @@ def append_transaction(engine: Engine) -> Iterator[Connection]:
 
 #: The newest migration's revision id; a test pins it to Alembic's own head. Comparing against it
 #: lets a server on a current schema start without importing Alembic (a few hundred ms here).
-SCHEMA_HEAD = "0003"
+SCHEMA_HEAD = "0004"
 
 
 def current_revisions(engine: Engine) -> set[str]:

@@ -17,6 +17,7 @@ from ferryman.serving.catalog import CatalogModel
 from ferryman.serving.experiments import ExperimentRecorder
 from ferryman.serving.fallback import FALLBACK_PARAMETER, Fallback, parse_fallback
 from ferryman.serving.manager import LoadedVersion, ModelManager
+from ferryman.serving.monitoring_tap import MonitoringTap
 from ferryman.serving.router import route
 from ferryman.serving.shadow import ShadowRunner
 from ferryman.serving.sync import CatalogSync
@@ -46,6 +47,8 @@ class InferenceHandler:
         self.shadows = ShadowRunner(self._predict_on)
         #: Which version served which request, for feedback, bandits and experiment reports.
         self.experiments = ExperimentRecorder()
+        #: Sampled copies of answers for drift, data quality and payload logs (set by app.py; None = off).
+        self.monitor: MonitoringTap | None = None
 
     def record_unrouted(self, error: Exception) -> None:
         """Count a request that failed before reaching a model version (bad body, unknown model)."""
@@ -92,11 +95,15 @@ class InferenceHandler:
             outcome = "ok"
         except FerrymanError as exc:
             outcome = outcome_of(exc)
+            if outcome == "invalid" and self.monitor is not None:
+                self.monitor.rejected(loaded.model, loaded.version, exc)
             raise
         finally:
             stats.inflight -= 1
             stats.outcomes[outcome] += 1
             stats.latency.observe(time.perf_counter() - started)
+        if self.monitor is not None:
+            self.monitor.offer(request, response, loaded.model, loaded.version, started)
         if model.traffic is not None or model.rollout is not None:
             self.experiments.record(request.request_id, loaded.model, loaded.version, response.outputs)
             if shadow is not None and shadow != loaded.version:

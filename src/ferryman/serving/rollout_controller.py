@@ -32,6 +32,7 @@ from ferryman.errors import Conflict, FerrymanError
 from ferryman.monitoring.metrics import LATENCY_BUCKETS, RequestMetrics, histogram_quantile
 from ferryman.registry.records import RolloutRecord
 from ferryman.registry.service import RegistryService
+from ferryman.security.audit import AuditEntry
 from ferryman.serving.manager import ModelManager
 from ferryman.serving.shadow import ShadowRunner
 from ferryman.serving.sync import CatalogSync
@@ -40,6 +41,8 @@ __all__ = ["MIN_SAMPLE", "RolloutController", "StepWindow"]
 
 logger = logging.getLogger(__name__)
 
+#: Audit actions of the controller's own writes, by the state they set (anything else is a step).
+_AUDIT_ACTIONS = {"completed": "rollout.complete", "rolled_back": "rollout.rollback", "failed": "rollout.fail"}
 #: Observations a guard needs before it is judged in the middle of a step.
 MIN_SAMPLE = 50
 _ERROR_OUTCOMES = ("failed", "deadline")
@@ -194,11 +197,18 @@ class RolloutController:
 
     async def _update(self, rollout: RolloutRecord, **fields: Any) -> None:
         loop = asyncio.get_running_loop()
+
+        def update_and_audit() -> None:
+            self._registry.update_rollout(rollout.model, rollout.revision, **fields)
+            # Only the process whose write won records it (the others got a Conflict above).
+            action = _AUDIT_ACTIONS.get(str(fields.get("state")), "rollout.step")
+            target = f"models/{rollout.model}/rollouts/{rollout.id}"
+            details = {"to_version": rollout.to_version, "step_index": fields.get("step_index", rollout.step_index)}
+            details["reason"] = fields.get("reason", "")
+            self._registry.append_audit(AuditEntry("rollout-controller", action, target, "success", "", details))
+
         try:
-            await loop.run_in_executor(
-                self._executor,
-                lambda: self._registry.update_rollout(rollout.model, rollout.revision, **fields),
-            )
+            await loop.run_in_executor(self._executor, update_and_audit)
         except Conflict:
             logger.debug("rollout of model '%s' moved on elsewhere; reading it again", rollout.model)
         await self._sync.refresh()
