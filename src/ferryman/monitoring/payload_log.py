@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import collections
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ferryman.monitoring.background import BackgroundWorker
 from ferryman.monitoring.payload_config import PayloadLogConfig
 from ferryman.monitoring.payload_sink import PayloadRecord, PayloadSink, iter_lines, payload_line
 
@@ -38,29 +38,24 @@ class _Counts:
     failed: int = 0
 
 
-class PayloadLogger:
+class PayloadLogger(BackgroundWorker):
     """The bounded queue of payload records and the thread that writes them."""
 
     def __init__(
         self, root: Path, *, queue_records: int = 4096, queue_bytes: int = 64 << 20, poll_seconds: float = 0.1
     ) -> None:
+        super().__init__("ferryman-payload-log", close_timeout=10.0)
         self.root = root
         self._queue: collections.deque[tuple[PayloadRecord, int]] = collections.deque()
         self._max_records = queue_records
         self._max_bytes = queue_bytes
         self._poll_s = poll_seconds
-        self._enqueued = 0  # producer only
         self._bytes_in = 0  # producer only
-        self._done = 0  # writer only
         self._bytes_out = 0  # writer only
         #: Records dropped because the queue was full, per version (producer only).
         self.dropped: dict[Key, int] = {}
         self._counts: dict[Key, _Counts] = {}
         self._sinks: dict[tuple[Key, PayloadLogConfig], PayloadSink] = {}
-        self._progress = threading.Condition()
-        self._wake = threading.Event()
-        self._stopping = False
-        self._thread: threading.Thread | None = None
 
     def submit(self, record: PayloadRecord) -> None:
         """Queue a record; drops and counts it when the queue is full. Never raises, never blocks."""
@@ -90,30 +85,6 @@ class PayloadLogger:
             counts = self._counts.get(key) or _Counts()
             out.append((key[0], key[1], counts.written, self.dropped.get(key, 0), counts.failed))
         return out
-
-    def start(self) -> None:
-        """Start the writer thread (once)."""
-        if self._thread is None:
-            self._stopping = False
-            self._thread = threading.Thread(target=self._run, name="ferryman-payload-log", daemon=True)
-            self._thread.start()
-
-    def close(self, timeout: float = 10.0) -> None:
-        """Write what waits (for at most ``timeout`` seconds), close the files and stop the writer."""
-        self._stopping = True
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until every record queued before the call was written (or failed); False on timeout."""
-        target = self._enqueued
-        if self._thread is None:
-            return self._done >= target
-        self._wake.set()
-        with self._progress:
-            return self._progress.wait_for(lambda: self._done >= target, timeout)
 
     def _run(self) -> None:
         while True:

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import collections
 import logging
-import threading
 from collections.abc import Iterator
 from typing import Any, Literal, Protocol
 
 import numpy as np
 
 from ferryman.errors import FerrymanError
+from ferryman.monitoring.background import BackgroundWorker
 from ferryman.monitoring.profile import Profile
 from ferryman.monitoring.version_monitor import MonitorSettings, VersionMonitor, empty_report
 
@@ -59,7 +59,7 @@ class ProfileRepository(Protocol):
         ...
 
 
-class MonitoringPipeline:
+class MonitoringPipeline(BackgroundWorker):
     """The bounded queue, its worker thread, and the monitors of the versions that served traffic."""
 
     def __init__(
@@ -73,6 +73,7 @@ class MonitoringPipeline:
         poll_seconds: float = 0.05,
         max_versions: int = 1024,
     ) -> None:
+        super().__init__("ferryman-monitoring", close_timeout=5.0)
         self.settings = settings or MonitorSettings()
         self._profiles = profiles
         self._queue: collections.deque[_Record] = collections.deque()
@@ -82,19 +83,13 @@ class MonitoringPipeline:
         self._poll_s = poll_seconds
         self._max_versions = max_versions
         # Written by the producer (event loop) only:
-        self._enqueued = 0
         self._bytes_in = 0
         #: Records dropped because the queue was full.
         self.dropped = 0
         # Written by the worker only:
-        self._done = 0
         self._bytes_out = 0
         self._monitors: dict[Key, VersionMonitor] = {}
         self._logged: set[Key] = set()
-        self._progress = threading.Condition()
-        self._wake = threading.Event()
-        self._stopping = False
-        self._thread: threading.Thread | None = None
 
     # -- producer side (the event loop) ----------------------------------------------------------
 
@@ -133,32 +128,6 @@ class MonitoringPipeline:
     def queued_bytes(self) -> int:
         """Bytes of arrays the waiting records hold."""
         return self._bytes_in - self._bytes_out
-
-    # -- lifecycle ---------------------------------------------------------------------------------
-
-    def start(self) -> None:
-        """Start the worker thread (once)."""
-        if self._thread is None:
-            self._stopping = False
-            self._thread = threading.Thread(target=self._run, name="ferryman-monitoring", daemon=True)
-            self._thread.start()
-
-    def close(self, timeout: float = 5.0) -> None:
-        """Stop the worker; what still waits in the queue is dropped."""
-        self._stopping = True
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until every record queued before the call was processed; False on timeout or without a worker."""
-        target = self._enqueued
-        if self._thread is None:
-            return self._done >= target
-        self._wake.set()
-        with self._progress:
-            return self._progress.wait_for(lambda: self._done >= target, timeout)
 
     # -- reading -----------------------------------------------------------------------------------
 
