@@ -17,6 +17,7 @@ import numpy as np
 
 from ferryman.errors import InvalidInput
 from ferryman.runtimes.base import RuntimeConfig
+from ferryman.runtimes.sklearn_forest import ForestKernel, forest_kernel
 from ferryman.tensors import Signature, TensorSpec, numpy_dtype
 
 __all__ = ["SklearnRuntime"]
@@ -43,6 +44,8 @@ class SklearnRuntime:
         self._columns: list[str] | None = None
         #: The classes to index with argmax(predict_proba) when that is exactly what predict does.
         self._argmax_classes: np.ndarray[Any, Any] | None = None
+        #: Forests are evaluated tree by tree without joblib (bit-identical, several times faster).
+        self._forest: ForestKernel | None = None
 
     def load(self, path: Path, config: RuntimeConfig) -> None:
         """Read the estimator; ``.skops`` files load without running pickled code."""
@@ -64,6 +67,8 @@ class SklearnRuntime:
         self._columns = [str(name) for name in names] if names is not None else None
         self._model = model
         self._argmax_classes = classes if _predict_is_argmax_of_proba(model) else None
+        kernel = forest_kernel(model)
+        self._forest = kernel if kernel is None or not kernel.classifier or self._argmax_classes is not None else None
 
     def signature(self) -> Signature:
         """Return the input and the outputs this runtime computes."""
@@ -77,6 +82,8 @@ class SklearnRuntime:
         self, inputs: dict[str, np.ndarray[Any, Any]], outputs: frozenset[str]
     ) -> dict[str, np.ndarray[Any, Any]]:
         """Run only the named declared outputs (``predict_proba`` costs as much again as ``predict``)."""
+        if self._forest is not None:
+            return self._forest_outputs(self._forest, inputs["input"], outputs)
         features = self._frame(inputs["input"])
         results: dict[str, np.ndarray[Any, Any]] = {}
         proba = None
@@ -95,9 +102,28 @@ class SklearnRuntime:
             results[spec.name] = values if values.dtype == want else values.astype(want)
         return results
 
+    def _forest_outputs(
+        self, kernel: ForestKernel, rows: np.ndarray[Any, Any], outputs: frozenset[str]
+    ) -> dict[str, np.ndarray[Any, Any]]:
+        results: dict[str, np.ndarray[Any, Any]] = {}
+        if not kernel.classifier:
+            if "predict" in outputs:
+                results["predict"] = kernel.predict_value(rows)
+            return results
+        proba = kernel.predict_proba(rows)
+        for spec in self._signature.outputs:
+            if spec.name == "predict" and spec.name in outputs and self._argmax_classes is not None:
+                values = self._argmax_classes.take(np.argmax(proba, axis=1))
+                want = numpy_dtype(spec.datatype)
+                results["predict"] = values if values.dtype == want else values.astype(want)
+            elif spec.name == "predict_proba" and spec.name in outputs:
+                results["predict_proba"] = proba
+        return results
+
     def unload(self) -> None:
         """Drop the estimator."""
         self._model = None
+        self._forest = None
 
     def _frame(self, features: np.ndarray[Any, Any]) -> Any:
         """Wrap the array in a DataFrame when the model was fitted on named columns."""
@@ -147,9 +173,21 @@ def _read(path: Path) -> Any:
     if path.suffix.lower() == ".skops":
         from skops.io import get_untrusted_types, load
 
-        # The pusher vouches for the types in the file; unlike pickle, skops builds only them.
-        return load(path, trusted=get_untrusted_types(file=path))
-    return joblib.load(path)
+        # skops builds only the types it is told to trust. Trust what it reports only when it is
+        # scikit-learn's or numpy's own (e.g. sklearn.tree._tree.Tree), never the file's say-so.
+        untrusted = get_untrusted_types(file=path)
+        refused = [name for name in untrusted if name.split(".", 1)[0] not in _SKOPS_TRUSTED_PACKAGES]
+        if refused:
+            raise InvalidInput(
+                f"{path.name} holds types outside scikit-learn and numpy that will not be loaded: {', '.join(refused)}"
+            )
+        return load(path, trusted=untrusted)
+    # Pickle formats run code from the file; servers that refuse them (allow_pickle: false) never get here.
+    return joblib.load(path)  # nosec B301 - pickle formats are opt-out by policy (security/artifact_policy.py)
+
+
+#: Packages whose types a .skops file may contain beyond skops' own safe defaults.
+_SKOPS_TRUSTED_PACKAGES = frozenset({"sklearn", "numpy"})
 
 
 def _predict_datatype(model: Any) -> str:
