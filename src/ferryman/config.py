@@ -102,6 +102,10 @@ class Settings(BaseSettings):
     monitoring_sample_rate: float = Field(default=1.0, gt=0, le=1)
     """Share of answered requests monitored; the rest cost a dict lookup and a decrement."""
 
+    monitoring_max_samples_per_second: float = Field(default=200.0, ge=0)
+    """Most requests per second monitored per version (0 = no cap): busier versions are sampled below
+    ``monitoring_sample_rate`` so monitoring costs the same whatever the traffic."""
+
     monitoring_window_rows: int = Field(default=1000, ge=1)
     """Rows in each version's sliding drift window."""
 

@@ -8,6 +8,13 @@ to a bounded queue (``monitoring/pipeline.py``, ``monitoring/payload_log.py``). 
 rather than ``random() < rate`` per request: one random draw per *sampled* request, and the same
 unbiased Bernoulli sampling (gaps between sampled requests are geometric either way).
 
+The drift countdown also keeps each version's monitoring within a budget
+(``monitoring_max_samples_per_second``): at each sampled request the tap estimates the version's
+request rate from the gaps it drew (a gap is exactly the requests that went by), and when that
+rate times ``monitoring_sample_rate`` exceeds the budget it samples at budget / rate instead. So a
+quiet version is watched request by request, a busy one at a fixed cost whatever its traffic, and
+the estimate costs a clock read per *sampled* request, nothing per unsampled one.
+
 Requests refused by validation are counted as ``rejected`` under the field the error names.
 Answers from a fallback are not the model's own and are skipped.
 """
@@ -69,18 +76,43 @@ def build_monitoring_tap(settings: Settings, profiles: ProfileRepository, manage
     def runtime_config(model: str, version: int) -> Mapping[str, Any]:
         return manager.model(model).versions[version].runtime_config
 
-    return MonitoringTap(pipeline, payloads, runtime_config, settings.monitoring_sample_rate)
+    return MonitoringTap(
+        pipeline,
+        payloads,
+        runtime_config,
+        settings.monitoring_sample_rate,
+        max_samples_per_second=settings.monitoring_max_samples_per_second,
+    )
 
 
 class _Route:
-    """What the tap knows about one version: its payload-log config and both countdowns."""
+    """What the tap knows about one version: its payload-log config, both countdowns, its request rate."""
 
-    __slots__ = ("drift_countdown", "payload", "payload_countdown")
+    __slots__ = (
+        "drift_countdown",
+        "drift_gap",
+        "payload",
+        "payload_countdown",
+        "rate",
+        "window_requests",
+        "window_start",
+    )
 
-    def __init__(self, payload: PayloadLogConfig | None, drift_countdown: int, payload_countdown: int) -> None:
+    def __init__(
+        self, payload: PayloadLogConfig | None, drift_countdown: int, payload_countdown: int, now: float
+    ) -> None:
         self.payload = payload
         self.drift_countdown = drift_countdown
+        self.drift_gap = drift_countdown
         self.payload_countdown = payload_countdown
+        #: Requests per second over the last full window (None until one has passed), and the current window.
+        self.rate: float | None = None
+        self.window_requests = 0
+        self.window_start = now
+
+
+#: Seconds over which a version's request rate is measured for the sampling budget.
+_RATE_WINDOW_S = 1.0
 
 
 class MonitoringTap:
@@ -93,10 +125,16 @@ class MonitoringTap:
         runtime_config: Callable[[str, int], Mapping[str, Any]],
         sample_rate: float = 1.0,
         *,
+        max_samples_per_second: float = 0.0,
         seed: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not 0 < sample_rate <= 1:
             raise ValueError("sample_rate must be above 0 and at most 1")
+        if max_samples_per_second < 0:
+            raise ValueError("max_samples_per_second must be 0 (no budget) or more")
+        self.max_samples_per_second = max_samples_per_second
+        self._clock = clock
         self.pipeline = pipeline
         self.payloads = payloads
         self.sample_rate = sample_rate
@@ -123,7 +161,8 @@ class MonitoringTap:
         if pipeline is not None:
             route.drift_countdown -= 1
             if route.drift_countdown <= 0:
-                route.drift_countdown = self._gap(self.sample_rate)
+                gap = self._gap(self._drift_rate(route))
+                route.drift_countdown = route.drift_gap = gap
                 if response.parameters is None or FALLBACK_PARAMETER not in response.parameters:
                     pipeline.submit(model, version, request.inputs, response.outputs)
         payload = route.payload
@@ -143,6 +182,25 @@ class MonitoringTap:
                         response.outputs,
                     )
                 )
+
+    def _drift_rate(self, route: _Route) -> float:
+        """The sampling rate for the next gap: ``sample_rate``, lowered to keep within the budget."""
+        budget = self.max_samples_per_second
+        if budget <= 0:
+            return self.sample_rate
+        now = self._clock()
+        route.window_requests += route.drift_gap
+        elapsed = now - route.window_start
+        if elapsed >= _RATE_WINDOW_S:
+            route.rate = route.window_requests / elapsed
+            route.window_requests = 0
+            route.window_start = now
+        rate = route.rate
+        if rate is None:  # the first window: judge by what has gone by so far (at least 0.1 s of it)
+            rate = route.window_requests / max(elapsed, 0.1 * _RATE_WINDOW_S)
+        if rate * self.sample_rate <= budget:
+            return self.sample_rate
+        return budget / rate
 
     def start(self) -> None:
         """Start the monitoring worker and the payload writer (server start-up)."""
@@ -180,7 +238,9 @@ class MonitoringTap:
             logger.warning("%s version %s: payload logging off: %s", model, version, exc)
             payload = None
         payload_gap = self._gap(payload.sample_rate) if payload is not None else 1
-        route = self._routes[(model, version)] = _Route(payload, self._gap(self.sample_rate), payload_gap)
+        route = self._routes[(model, version)] = _Route(
+            payload, self._gap(self.sample_rate), payload_gap, self._clock()
+        )
         return route
 
     def _gap(self, rate: float) -> int:
