@@ -289,18 +289,24 @@ def _targets(doc: dict[str, Any]) -> list[str]:
                 f"{workload.upper()} overload: 2xx req/s at c128 ÷ peak req/s",
                 f"{name(ferry)}: {_fmt(c128['ok_rps'])} / {_fmt(peak(ferry))} req/s",
                 _fmt(goodput, 2),
-                "-",
-                "-",
+                "≥ 0.9",
+                _verdict(goodput, 0.9, True),
             ]
         )
-        p99_ratio = c128["admitted_p99_ms"] / ferry["points"]["c1"]["p99_ms"]
+        c1_p99 = ferry["points"]["c1"]["p99_ms"]
+        p99_ratio = c128["admitted_p99_ms"] / c1_p99
+        # Little's law for a closed loop: 128 connections always have a request out, so the mean
+        # latency is 128 / (answers per second) whatever the server does; the p99 is at least that.
+        floor_ms = 128 / c128["rps"] * 1000 if c128["rps"] else float("nan")
         rows.append(
             [
                 f"{workload.upper()} overload: admitted p99 at c128 ÷ p99 at c1",
-                f"{name(ferry)}: {_fmt(c128['admitted_p99_ms'], 1)} / {_fmt(ferry['points']['c1']['p99_ms'], 2)} ms",
+                f"{name(ferry)}: {_fmt(c128['admitted_p99_ms'], 1)} / {_fmt(c1_p99, 2)} ms "
+                f"(closed-loop floor: 128 ÷ {_fmt(c128['rps'])} answers/s = {_fmt(floor_ms, 1)} ms mean, "
+                f"{_fmt(floor_ms / c1_p99, 1)} times the c1 p99)",
                 _fmt(p99_ratio, 1),
-                "-",
-                "-",
+                "≤ 2",
+                _verdict(p99_ratio, 2.0, False),
             ]
         )
     ready = [s["ready_s"] for s in doc.get("startup", []) if s.get("ready_s") is not None]
@@ -386,8 +392,15 @@ def _overload(results: list[dict[str, Any]], workloads: list[str]) -> list[str]:
         "nothing was lost at c128). Admitted p99 = p99 of the 2xx answers "
         "at c128, taking rejected answers as the fastest ones (wrk reports one latency histogram for all).",
         "",
-        "| workload | server | mode | goodput | admitted p99 c128 ÷ p99 c1 | non-2xx at c128 | socket errors at c128 |",
-        "|---|---|---|---:|---:|---:|---:|",
+        "wrk is a closed loop: each of the 128 connections sends its next request when the last one is "
+        "answered, so by Little's law the mean latency at c128 is 128 ÷ (answers per second) for *any* "
+        "server. Admitted p99 ≤ 2 times the c1 p99 would need 128 ÷ (2 c1 p99) answers per second; the "
+        "*floor* column gives the c128 mean that law forces at the answer rate each server reached. The "
+        "constant-returning app's own ratio is the reference: nothing that parses HTTP in Python does better.",
+        "",
+        "| workload | server | mode | goodput | admitted p99 c128 ÷ p99 c1 | floor ÷ p99 c1 | non-2xx at c128 "
+        "| socket errors at c128 |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for workload in workloads:
         for r in results:
@@ -397,7 +410,9 @@ def _overload(results: list[dict[str, Any]], workloads: list[str]) -> list[str]:
             c1 = r["points"]["c1"]
             lines.append(
                 f"| {workload.upper()} | {r['server']} | {r['mode']} | {c128['ok_rps'] / peak(r):.2f} "
-                f"| {c128['admitted_p99_ms'] / c1['p99_ms']:.1f} | {c128['non2xx']} | {c128['socket_errors']} |"
+                f"| {c128['admitted_p99_ms'] / c1['p99_ms']:.1f} "
+                f"| {(128 / c128['rps'] * 1000 / c1['p99_ms']) if c128['rps'] else float('nan'):.1f} "
+                f"| {c128['non2xx']} | {c128['socket_errors']} |"
             )
     return [*lines, ""]
 
