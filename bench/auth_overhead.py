@@ -31,7 +31,6 @@ import os
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +39,7 @@ from pathlib import Path
 import httpx
 
 from bench import wrk
+from bench.ferryman_process import cpu_seconds, start_ferryman
 from bench.models import Request, artifact, build, request
 from bench.peers.setup import bench_dir
 from bench.servers import free_ports
@@ -49,33 +49,10 @@ from ferryman.registry.artifacts import ArtifactStore
 from ferryman.registry.service import RegistryService
 from ferryman.registry.store import create_registry_engine, upgrade_to_head
 
-FERRYMAN = Path(sys.executable).parent / "ferryman"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _start(home: Path, port: int) -> subprocess.Popen[bytes]:
-    argv = [str(FERRYMAN), "serve", "--port", str(port), "--home", str(home), "--log-level", "warning"]
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)  # polling for readiness with a deadline
-    process.kill()
-    raise RuntimeError("ferryman did not become ready")
-
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
     os.killpg(process.pid, signal.SIGTERM)
     process.wait(timeout=30)
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime (fields 14 and 15)
 
 
 def _keys(home: Path) -> tuple[str, str]:
@@ -152,7 +129,7 @@ def main() -> None:
         scripts = [root / f"{index}.lua" for index in range(len(names))]
         for index, home in enumerate(homes):
             (port,) = free_ports(1)
-            server = _start(home, port)
+            server = start_ferryman(home, port)
             try:
                 headers = {"Authorization": f"Bearer {admin}"} if index == 1 else {}
                 _push(f"http://127.0.0.1:{port}", artifact(models_dir, "w1"), headers, args.placement)
@@ -167,12 +144,12 @@ def main() -> None:
                 # small shared machine (thread placement), a bias that fresh processes turn into noise.
                 (port,) = free_ports(1)
                 base = f"http://127.0.0.1:{port}"
-                server = _start(homes[index], port)
+                server = start_ferryman(homes[index], port)
                 try:
                     wrk.run(base, requests[index], scripts[index], args.connections, 2)  # warm-up
-                    before = _cpu_seconds(server.pid)
+                    before = cpu_seconds(server.pid)
                     figures = wrk.run(base, requests[index], scripts[index], args.connections, args.seconds)
-                    spent = _cpu_seconds(server.pid) - before
+                    spent = cpu_seconds(server.pid) - before
                 finally:
                     _stop(server)
                 if figures["non2xx"]:

@@ -28,44 +28,18 @@ import os
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 
 from bench import wrk
+from bench.ferryman_process import cpu_seconds, start_ferryman
 from bench.models import artifact, build, data, request
 from bench.peers.setup import bench_dir
 from bench.servers import free_ports
 from ferryman.config import Settings
-
-FERRYMAN = Path(sys.executable).parent / "ferryman"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _start(home: Path, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    argv = [str(FERRYMAN), "serve", "--port", str(port), "--home", str(home), "--log-level", "warning"]
-    process = subprocess.Popen(
-        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **env}, start_new_session=True
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)  # polling for readiness with a deadline
-    process.kill()
-    raise RuntimeError("ferryman did not become ready")
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime (fields 14 and 15)
 
 
 def _push(base: str, name: str, path: Path, sample: Path, runtime_config: dict[str, object] | None) -> None:
@@ -105,13 +79,13 @@ def main() -> None:
         ports = free_ports(len(configs))
         servers: list[subprocess.Popen[bytes]] = []
         try:
-            setup = _start(home, ports[0], configs[0][2])
+            setup = start_ferryman(home, ports[0], configs[0][2])
             base = f"http://127.0.0.1:{ports[0]}"
             _push(base, "w1", artifact(models_dir, "w1"), sample, None)
             _push(base, "w1p", artifact(models_dir, "w1"), sample, {"payload_log": {"sample_rate": 0.1}})
             os.killpg(setup.pid, signal.SIGTERM)
             setup.wait(timeout=30)
-            servers = [_start(home, port, env) for port, (_, _, env) in zip(ports, configs, strict=True)]
+            servers = [start_ferryman(home, port, env) for port, (_, _, env) in zip(ports, configs, strict=True)]
             scripts = []
             for index, (_, model, _) in enumerate(configs):
                 req = request("ferryman-json", model, list(meta["w1"]["row"]))  # type: ignore[call-overload]
@@ -125,9 +99,9 @@ def main() -> None:
                     index = (round_ + step) % len(configs)
                     name = configs[index][0]
                     req, script = scripts[index]
-                    before = _cpu_seconds(servers[index].pid)
+                    before = cpu_seconds(servers[index].pid)
                     figures = wrk.run(f"http://127.0.0.1:{ports[index]}", req, script, args.connections, args.seconds)
-                    spent = _cpu_seconds(servers[index].pid) - before
+                    spent = cpu_seconds(servers[index].pid) - before
                     per_10k[name].append(spent / figures["requests"] * 10_000)
                     rates[name].append(figures["rps"])
             drift = httpx.get(f"http://127.0.0.1:{ports[1]}/api/v1/models/w1/versions/1/drift", timeout=60).json()

@@ -313,7 +313,18 @@ def demo_startup(out: Path, runs: int) -> list[dict[str, Any]]:
         port = servers.free_ports(1)[0]
         run_dir = out / "runs" / f"demo-startup-{attempt + 1}"
         run_dir.mkdir(parents=True)
-        argv = [str(servers.FERRYMAN), "serve", "--port", str(port), "--home", str(home), "--log-level", "warning"]
+        argv = [
+            str(servers.FERRYMAN),
+            "serve",
+            "--port",
+            str(port),
+            "--grpc-port",
+            "0",
+            "--home",
+            str(home),
+            "--log-level",
+            "warning",
+        ]
         argv += [str(demo / "iris.joblib"), str(demo / "breast-cancer.onnx")]
         started = time.monotonic()
         server = Server(servers.Launch(argv), port, run_dir)

@@ -71,7 +71,7 @@ def _uvicorn(app: str, workload: str, workers: int) -> Callable[[Path, Path, int
 
 def _ferryman(workload: str, env: dict[str, str], runtime_config: dict[str, object] | None, workers: int | None):
     def prepare(run_dir: Path, models_dir: Path, port: int) -> Launch:
-        argv = [str(FERRYMAN), "serve", "--port", str(port), "--home", str(run_dir / "home")]
+        argv = [str(FERRYMAN), "serve", "--port", str(port), "--grpc-port", "0", "--home", str(run_dir / "home")]
         argv += ["--log-level", "warning"]
         if workers is not None:
             argv += ["--workers", str(workers)]

@@ -20,21 +20,17 @@ import json
 import os
 import signal
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
 import joblib
 
 from bench import wrk
+from bench.ferryman_process import start_ferryman
 from bench.models import artifact, build, request
 from bench.peers.setup import bench_dir
 from bench.servers import free_ports
-
-FERRYMAN = Path(sys.executable).parent / "ferryman"
 
 
 def _second_version(models_dir: Path, out: Path) -> Path:
@@ -46,21 +42,6 @@ def _second_version(models_dir: Path, out: Path) -> Path:
     path = out / "w1-v2.joblib"
     joblib.dump(LogisticRegression(C=0.05, max_iter=1000).fit(features, labels), path)
     return path
-
-
-def _start(home: Path, port: int) -> subprocess.Popen[bytes]:
-    argv = [str(FERRYMAN), "serve", "--port", str(port), "--home", str(home), "--log-level", "warning"]
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)  # polling for readiness with a deadline
-    process.kill()
-    raise RuntimeError("ferryman did not become ready")
 
 
 def _push(base: str, name: str, path: Path) -> None:
@@ -92,7 +73,7 @@ def main() -> None:
         root = Path(scratch)
         (port,) = free_ports(1)
         base = f"http://127.0.0.1:{port}"
-        process = _start(root / "home", port)
+        process = start_ferryman(root / "home", port)
         try:
             _push(base, "w1", artifact(models_dir, "w1"))
             _push(base, "w1", _second_version(models_dir, root))

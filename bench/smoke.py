@@ -90,6 +90,8 @@ def main() -> None:
             "serve",
             "--port",
             str(port),
+            "--grpc-port",
+            "0",
             "--home",
             str(workdir / "home"),
             str(workdir / "w1.joblib"),

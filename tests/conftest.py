@@ -77,7 +77,8 @@ class ServerProcess:
             str(home),
             *args,
         ]
-        full_env = {**os.environ, "FERRYMAN_REPOSITORY_POLL_SECONDS": "0.2", **(env or {})}
+        # gRPC off unless a test asks for it (--grpc-port 0): servers started side by side never share 8081.
+        full_env = {**os.environ, "FERRYMAN_REPOSITORY_POLL_SECONDS": "0.2", "FERRYMAN_GRPC_PORT": "-1", **(env or {})}
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=full_env)
 

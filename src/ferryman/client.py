@@ -27,6 +27,7 @@ import numpy as np
 import orjson
 
 from ferryman import __version__
+from ferryman.client_alerts import AlertMethods
 from ferryman.client_codec import HEADER_LENGTH, Tensor, coerce, decode_response, encode_request
 from ferryman.client_errors import error_from_response
 from ferryman.client_monitoring import MonitoringMethods
@@ -73,7 +74,7 @@ class _ProgressFile(io.FileIO):
         return chunk or b""
 
 
-class Client(ReleaseMethods, MonitoringMethods, SecurityMethods):
+class Client(ReleaseMethods, MonitoringMethods, SecurityMethods, AlertMethods):
     """A connection to one Ferryman server; use as a context manager or call :meth:`close`.
 
     ``api_key`` defaults to the ``FERRYMAN_API_KEY`` environment variable; it is sent as
@@ -199,12 +200,14 @@ class Client(ReleaseMethods, MonitoringMethods, SecurityMethods):
         description: str = "",
         runtime_config: dict[str, Any] | None = None,
         progress: ProgressCallback | None = None,
+        sign_key: str | Path | None = None,
     ) -> dict[str, Any]:
         """Upload an artifact file or folder as a new version of ``name``.
 
         Returns the server's answer, ``{"created": bool, "version": {...}}``; ``created`` is
         False when the same bytes already are a version of this model. A folder is packed into
         a tar first. The upload streams from disk, reporting (bytes sent, total) to ``progress``.
+        ``sign_key`` (an Ed25519 private key PEM file) signs the uploaded bytes' sha256.
         """
         artifact = Path(path)
         if not artifact.exists():
@@ -223,8 +226,8 @@ class Client(ReleaseMethods, MonitoringMethods, SecurityMethods):
                 packed = Path(tmp) / f"{artifact.resolve().name}.tar"
                 with packed.open("wb") as dest:
                     pack_folder(artifact, dest)
-                return self._upload(name, packed, sample, metadata, progress)
-        return self._upload(name, artifact, sample, metadata, progress)
+                return self._upload(name, packed, sample, metadata, progress, sign_key)
+        return self._upload(name, artifact, sample, metadata, progress, sign_key)
 
     def _upload(
         self,
@@ -233,7 +236,13 @@ class Client(ReleaseMethods, MonitoringMethods, SecurityMethods):
         sample: Path | None,
         metadata: dict[str, Any],
         progress: ProgressCallback | None,
+        sign_key: str | Path | None = None,
     ) -> dict[str, Any]:
+        fields = {"metadata": orjson.dumps(metadata).decode()}
+        if sign_key is not None:
+            from ferryman.security.signing import sign_file
+
+            fields["signature"] = sign_file(Path(sign_key), artifact)
         with ExitStack() as stack:
             artifact_file = stack.enter_context(_ProgressFile(artifact, progress))
             files: dict[str, tuple[str, Any, str]] = {
@@ -246,7 +255,7 @@ class Client(ReleaseMethods, MonitoringMethods, SecurityMethods):
                 "POST",
                 f"{_model_path(name)}/versions",
                 files=files,
-                data={"metadata": orjson.dumps(metadata).decode()},
+                data=fields,
                 timeout=httpx.Timeout(self.timeout, read=max(self.timeout, _SLOW_READ_SECONDS)),
             )
         return result

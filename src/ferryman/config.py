@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["MtlsPrincipal", "Settings", "load_settings"]
@@ -42,17 +42,39 @@ class Settings(BaseSettings):
     port: int = Field(default=8080, ge=0, le=65535)
     """HTTP port (0 picks a free one)."""
 
+    grpc_port: int = Field(default=8081, ge=-1, le=65535)
+    """V2 gRPC port on the same host (0 picks a free one, logged; -1 turns gRPC off). Needs the ``grpc`` extra."""
+
     database_url: str | None = None
     """SQLAlchemy URL of the registry; default ``sqlite:///<home>/registry.db``."""
 
     artifacts_dir: Path | None = None
     """Artifact store folder; default ``<home>/artifacts``."""
 
+    artifacts_url: str | None = None
+    """Shared artifact store: ``s3://bucket/prefix`` or ``file:///shared/folder`` (None: ``artifacts_dir``).
+
+    Replicas on one database must share it. Loads are cached and verified under ``<home>/artifact-cache``.
+    """
+
+    artifacts_s3_endpoint_url: str | None = None
+    """Endpoint of an S3-compatible store (MinIO, Ceph); None: AWS, or ``AWS_ENDPOINT_URL_S3``.
+
+    Credentials never go here: s3fs reads the standard AWS variables, config files or instance role.
+    """
+
+    artifacts_s3_region: str | None = None
+    """Region of the bucket; None: ``AWS_REGION`` / the AWS config."""
+
     repositories: list[Path] = Field(default_factory=list)
     """Read-only model repository folders (``<name>/<version>/<artifact>``), served alongside the registry."""
 
     repository_poll_seconds: float = Field(default=2.0, gt=0)
     """How often repository folders are rescanned for new or removed versions."""
+
+    registry_poll_seconds: float | None = Field(default=None, gt=0)
+    """How often each process checks the registry revision for writes made elsewhere (default 0.25 s on SQLite;
+    2 s on PostgreSQL, where LISTEN/NOTIFY brings changes at once and the poll is only the safety net)."""
 
     max_request_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     """Largest inference request body accepted (413 above it)."""
@@ -94,6 +116,13 @@ class Settings(BaseSettings):
     load_on_startup: bool = True
     """Load each model's default version (production alias, else latest) when the server starts."""
 
+    drain_timeout_seconds: float = Field(default=30.0, ge=0)
+    """After SIGTERM: how long in-flight and queued requests may still finish before they are cut.
+
+    Readiness answers 503 from the signal on. The default fits the Kubernetes manifests: their
+    terminationGracePeriodSeconds (40) less the preStop sleep (5) and 5 s to exit.
+    """
+
     # -- monitoring: drift, data quality, payload logs (docs/monitoring.md) ---------------------
 
     monitoring_enabled: bool = True
@@ -127,8 +156,45 @@ class Settings(BaseSettings):
     payload_queue_records: int = Field(default=4096, ge=1)
     """Payload-log records waiting for the writer; beyond it they are dropped and counted."""
 
+    # -- alerts, webhooks and live accuracy (docs/monitoring.md) ---------------------------------
+
+    alerts_enabled: bool = True
+    """Evaluate alert rules, send webhooks and refresh the live-accuracy gauges in this process."""
+
+    alerts_eval_seconds: float = Field(default=5.0, gt=0)
+    """How often each process evaluates every alert rule (and refreshes the ``ferryman_live_*`` gauges)."""
+
+    live_accuracy_window_seconds: float = Field(default=3600.0, gt=0)
+    """Window of the ``ferryman_live_*`` gauges: labelled feedback received this many seconds back."""
+
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0)
+    """Time limit of one webhook delivery attempt (connect + answer)."""
+
+    webhook_max_attempts: int = Field(default=5, ge=1, le=20)
+    """Attempts per delivery before it is logged and marked failed."""
+
+    webhook_backoff_seconds: float = Field(default=2.0, gt=0)
+    """Wait before the first retry; it doubles with every further attempt."""
+
     log_level: str = "info"
     """Log level: debug, info, warning, error."""
+
+    # -- tracing (docs/monitoring.md; needs the ``otel`` extra) -----------------------------------
+
+    otel_enabled: bool | None = None
+    """Export OpenTelemetry traces of inference requests (None: on when an OTLP endpoint is set)."""
+
+    otel_endpoint: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("otel_endpoint", "FERRYMAN_OTEL_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"),
+    )
+    """OTLP/HTTP collector base URL (``/v1/traces`` is appended); also read from ``OTEL_EXPORTER_OTLP_ENDPOINT``."""
+
+    otel_service_name: str = "ferryman"
+    """``service.name`` of the exported spans."""
+
+    otel_sample_rate: float = Field(default=1.0, ge=0, le=1)
+    """Share of new traces recorded (a caller's sampled ``traceparent`` is always followed)."""
 
     # -- security (docs/security.md) --------------------------------------------------------------
 
@@ -177,10 +243,33 @@ class Settings(BaseSettings):
     max_tensor_elements: int = Field(default=16 * 1024 * 1024, gt=0)
     """Most elements one decoded input tensor may have (413 naming the input above it)."""
 
+    allow_pickle: bool = True
+    """Load pickle formats (joblib/pickle scikit-learn files, pickles inside folders); False refuses them
+    at push and at load and points to skops or ONNX."""
+
+    require_signed_models: bool = False
+    """Load (and accept pushes of) only versions signed by one of ``signing_public_keys``."""
+
+    signing_public_keys: list[Path] = Field(default_factory=list)
+    """Ed25519 public keys (PEM files) whose artifact signatures this server trusts."""
+
+    @model_validator(mode="after")
+    def _signing_keys_when_required(self) -> Settings:
+        if self.require_signed_models and not self.signing_public_keys:
+            raise ValueError("require_signed_models needs at least one file in signing_public_keys")
+        return self
+
     @property
     def resolved_database_url(self) -> str:
         """The registry URL, defaulting to SQLite under ``home``."""
         return self.database_url or f"sqlite:///{(self.home / 'registry.db').resolve()}"
+
+    @property
+    def resolved_registry_poll_seconds(self) -> float:
+        """The revision poll interval: explicit, or 2 s on PostgreSQL and 0.25 s otherwise."""
+        if self.registry_poll_seconds is not None:
+            return self.registry_poll_seconds
+        return 2.0 if self.resolved_database_url.startswith("postgresql") else 0.25
 
     @property
     def resolved_artifacts_dir(self) -> Path:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import orjson
 
+from ferryman.monitoring.tracing import current_trace_id
 from ferryman.protocols.request_id import REQUEST_ID
 from ferryman.security.audit import redact_text
 
@@ -23,6 +24,9 @@ class _JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             "request_id": REQUEST_ID.get(),
         }
+        trace_id = current_trace_id()
+        if trace_id is not None:
+            document["trace_id"] = trace_id
         if record.exc_info:
             document["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(document).decode()

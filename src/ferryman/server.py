@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import multiprocessing
 import os
 import re
@@ -19,10 +20,12 @@ import uvicorn
 from ferryman.app import Components, build_components, create_app
 from ferryman.config import Settings
 from ferryman.logs import configure_logging
+from ferryman.protocols.v2_grpc_endpoint import grpc_settings
 from ferryman.registry.intake import IntakeRequest
 from ferryman.security.audit import AuditEntry
 from ferryman.security.exposure import check_exposure
 from ferryman.security.tls import uvicorn_tls_options
+from ferryman.serving.drain import DrainingServer, DrainState
 
 __all__ = ["register_artifacts", "serve"]
 
@@ -62,13 +65,14 @@ def serve(settings: Settings, artifacts: Sequence[Path] = ()) -> None:
     through ``SO_REUSEPORT`` (the kernel spreads connections across them).
     """
     configure_logging(settings.log_level)
+    settings = grpc_settings(settings)  # gRPC off, with a warning, when its extra is missing and not asked for
     components = build_components(settings)
     check_exposure(settings, components.registry)  # refuses an unauthenticated non-loopback server
     uvicorn_tls_options(settings)  # unreadable TLS files fail here, once, not in every worker
     _audit_start(components)
     register_artifacts(components, artifacts)
     if settings.workers == 1:
-        _run_uvicorn(create_app(components), settings, sockets=None)
+        _run_uvicorn(create_app(components), settings, sockets=None, drain=components.drain)
         return
     components.inference_pool.shutdown()
     components.io_pool.shutdown()
@@ -90,7 +94,7 @@ def _audit_start(components: Components) -> None:
     components.registry.append_audit(AuditEntry("local", "server.start", target, "success", "", details))
 
 
-def _run_uvicorn(app: Any, settings: Settings, sockets: list[socket.socket] | None) -> None:
+def _run_uvicorn(app: Any, settings: Settings, sockets: list[socket.socket] | None, drain: DrainState) -> None:
     # Everything allocated so far (imports, the registry, loaded frameworks) lives as long as the
     # process: move it out of the collector's sight, so collections during serving (and the full
     # collection after an unload) walk only what serving allocates.
@@ -105,9 +109,15 @@ def _run_uvicorn(app: Any, settings: Settings, sockets: list[socket.socket] | No
         log_config=None,
         # No X-Forwarded-* rewriting: it costs a middleware hop per request and we trust no proxy yet.
         proxy_headers=False,
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=math.ceil(settings.drain_timeout_seconds),
     )
-    uvicorn.Server(config).run(sockets=sockets)
+    DrainingServer(config, drain, settings.drain_timeout_seconds).run(sockets=sockets)
+    if drain.cut:
+        # A cut request's prediction may still block an inference thread, which the interpreter
+        # would join at exit: the drain timeout is the promise, so leave without waiting for it.
+        logger.warning("exiting after the drain timeout with %d request(s) cut", drain.cut)
+        logging.shutdown()
+        os._exit(0)
 
 
 def _reuse_port_socket(host: str, port: int) -> socket.socket:
@@ -126,13 +136,18 @@ def _worker_main(settings_json: str, index: int) -> None:
     sock = _reuse_port_socket(settings.host, settings.port)
     sock.listen(2048)
     logger.info("worker %d listening on %s:%d", index, settings.host, settings.port)
-    _run_uvicorn(create_app(build_components(settings, sweep_staging=False)), settings, sockets=[sock])
+    components = build_components(settings, sweep_staging=False)
+    _run_uvicorn(create_app(components), settings, sockets=[sock], drain=components.drain)
 
 
 def _supervise(settings: Settings) -> None:
     # Reserve the port (and resolve port 0) with an SO_REUSEPORT socket that never listens.
     reserved = _reuse_port_socket(settings.host, settings.port)
     settings = settings.model_copy(update={"port": reserved.getsockname()[1]})
+    # Likewise the gRPC port, which every worker binds with grpc.so_reuseport (protocols/v2_grpc_endpoint.py).
+    reserved_grpc = _reuse_port_socket(settings.host, settings.grpc_port) if settings.grpc_port >= 0 else None
+    if reserved_grpc is not None:
+        settings = settings.model_copy(update={"grpc_port": reserved_grpc.getsockname()[1]})
     context = multiprocessing.get_context("spawn")
     payload = settings.model_dump_json()
     workers = [
@@ -162,8 +177,10 @@ def _supervise(settings: Settings) -> None:
                     workers[index] = context.Process(target=_worker_main, args=(payload, index), name=worker.name)
                     workers[index].start()
         for worker in workers:
-            worker.join(timeout=40)
+            worker.join(timeout=settings.drain_timeout_seconds + 10)  # each drains, then exits 0
             if worker.is_alive():
                 worker.kill()
     finally:
         reserved.close()
+        if reserved_grpc is not None:
+            reserved_grpc.close()

@@ -296,12 +296,12 @@ def test_images_are_this_release(rendered: dict[str, Objects], folder: str) -> N
     assert images == {f"ferryman:{ferryman.__version__}"}
 
 
-def test_network_policy_admits_only_labelled_callers_on_http(rendered: dict[str, Objects]) -> None:
+def test_network_policy_admits_only_labelled_callers_on_http_and_grpc(rendered: dict[str, Objects]) -> None:
     for folder in SERVER_OVERLAYS:
         policy = find(rendered[folder], "NetworkPolicy")["spec"]
         assert policy["policyTypes"] == ["Ingress", "Egress"]
         for rule in policy["ingress"]:
-            assert [p["port"] for p in rule["ports"]] == ["http"]
+            assert [p["port"] for p in rule["ports"]] == ["http", "grpc"]
             assert all(source.get("podSelector") or source.get("namespaceSelector") for source in rule["from"])
             assert all("ipBlock" not in source for source in rule["from"])
         egress_ports = {p["port"] for rule in policy["egress"] for p in rule["ports"]}

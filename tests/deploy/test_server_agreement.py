@@ -38,13 +38,9 @@ from tests.deploy.conftest import (
 ROW = {"inputs": [{"name": "input", "datatype": "FP64", "shape": [1, 4], "data": [5.1, 3.5, 1.4, 0.2]}]}
 DOCKERFILE = REPO / "deploy" / "Dockerfile"
 
-#: Variables the manifests set ahead of the server: issue 7 gives the server these settings
-#: (object-store artifacts, item 2; the drain timeout, item 4). Until then the server ignores them
-#: (pydantic-settings skips unknown FERRYMAN_* variables) and drains for uvicorn's 30 s.
-PENDING_SETTINGS = {
-    "FERRYMAN_ARTIFACTS_URL": "artifacts_url (issue 7, item 2)",
-    "FERRYMAN_DRAIN_TIMEOUT_SECONDS": "drain_timeout_seconds (issue 7, item 4)",
-}
+#: Variables the manifests may set ahead of the server (name → the issue that adds the setting);
+#: none now: FERRYMAN_ARTIFACTS_URL and FERRYMAN_DRAIN_TIMEOUT_SECONDS are real settings.
+PENDING_SETTINGS: dict[str, str] = {}
 
 PROMQL_METRIC = re.compile(r"\b(ferryman_[A-Za-z0-9_:]*)")
 
@@ -115,7 +111,9 @@ def served(tmp_path_factory: pytest.TempPathFactory, iris_joblib: Path, rendered
     """A server started with the single overlay's settings, after one prediction: its answers."""
     objects = rendered["single"]
     container = server_container(objects)
-    server = ServerProcess(tmp_path_factory.mktemp("deploy") / "home", [str(iris_joblib)], config_env(objects))
+    # The manifests' fixed gRPC port could be taken on a test machine; the REST side is what is checked here.
+    env = {**config_env(objects), "FERRYMAN_GRPC_PORT": "0"}
+    server = ServerProcess(tmp_path_factory.mktemp("deploy") / "home", [str(iris_joblib)], env)
     try:
         server.wait_ready()
         paths = {container[kind]["httpGet"]["path"] for kind in ("startupProbe", "readinessProbe", "livenessProbe")}
@@ -180,7 +178,8 @@ def test_the_dockerfile_sets_real_settings_and_matches_the_manifests(rendered: d
     assert all(config[k] == v for k, v in ferryman_env.items()), "image defaults differ from the manifests'"
     pod = server_deployment(rendered["single"])["spec"]["template"]["spec"]["securityContext"]
     assert dockerfile_instruction("USER") == f"{pod['runAsUser']}:{pod['runAsGroup']}"
-    assert dockerfile_instruction("EXPOSE") == str(server_container(rendered["single"])["ports"][0]["containerPort"])
+    exposed = dockerfile_instruction("EXPOSE").split()
+    assert exposed == [str(port["containerPort"]) for port in server_container(rendered["single"])["ports"]]
     liveness = server_container(rendered["single"])["livenessProbe"]["httpGet"]["path"]
     assert liveness in dockerfile_instruction("HEALTHCHECK")
 
@@ -200,10 +199,12 @@ def test_the_configmap_parses_into_the_settings_the_manifests_assume(
     container = server_container(objects)
     assert settings.host == "0.0.0.0"
     assert settings.port == next(p["containerPort"] for p in container["ports"] if p["name"] == "http")
+    assert settings.grpc_port == next(p["containerPort"] for p in container["ports"] if p["name"] == "grpc")
     assert str(settings.home) in {m["mountPath"] for m in container["volumeMounts"]}
-    if "drain_timeout_seconds" in Settings.model_fields:  # once issue 7 item 4 lands
-        drain = float(config_env(objects)["FERRYMAN_DRAIN_TIMEOUT_SECONDS"])
-        assert settings.model_dump()["drain_timeout_seconds"] == drain
+    drain = float(config_env(objects)["FERRYMAN_DRAIN_TIMEOUT_SECONDS"])
+    assert settings.drain_timeout_seconds == drain
+    # The server's own default is what the manifests set: a pod without the variable drains as long.
+    assert Settings.model_fields["drain_timeout_seconds"].default == drain
 
 
 def run_bootstrap(script: Path, home: Path, **env: str) -> subprocess.CompletedProcess[str]:

@@ -18,7 +18,7 @@ from tests.security.conftest import IRIS_ROW, auth, copy_model, make_key, open_r
 
 ROLES = ("admin", "deployer", "predictor", "viewer")
 IN_SCOPE, OUT_OF_SCOPE = "alpha-ghost", "beta-ghost"
-PARAMETERS = {"version": "1", "alias": "production", "key_id": "zzzzzzzzzzzz"}
+PARAMETERS = {"version": "1", "alias": "production", "key_id": "zzzzzzzzzzzz", "rule": "no-rule", "webhook": "no-hook"}
 
 
 @pytest.fixture(scope="module")

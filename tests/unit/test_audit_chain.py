@@ -1,9 +1,11 @@
-"""The audit trail on a real SQLite file: the hash chain, filters, redaction, concurrent appenders, tampering."""
+"""The audit trail on a real SQLite file and a real PostgreSQL database: the hash chain, filters, redaction,
+concurrent appenders, tampering."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 from collections.abc import Iterator
@@ -20,25 +22,36 @@ from ferryman.registry.store import create_registry_engine, upgrade_to_head
 from ferryman.security import AuditEntry, redact, redact_text
 from ferryman.security.audit import GENESIS_HASH, ChainVerifier, canonical_details, record_hash
 from ferryman.security.keys import generate_key
+from tests.pg import database_url, postgres  # noqa: F401 (fixtures)
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 KEY = "fm_abcdefghijkl_" + "S" * 43
 JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl"
 
 
-def open_registry(path: Path) -> RegistryService:
-    engine = create_registry_engine(f"sqlite:///{path}")
+#: The audit trail stores no blobs; every service here shares one (empty) artifact folder.
+ARTIFACTS = Path(tempfile.gettempdir()) / "ferryman-audit-test-artifacts"
+
+
+def open_registry(url: str) -> RegistryService:
+    engine = create_registry_engine(url)
     upgrade_to_head(engine)
-    return RegistryService(engine, ArtifactStore(path.parent / "artifacts"))
+    return RegistryService(engine, ArtifactStore(ARTIFACTS))
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "registry.db"
+def db(database_url: str) -> str:  # noqa: F811
+    """The registry's URL: SQLite or PostgreSQL."""
+    return database_url
 
 
 @pytest.fixture
-def registry(db: Path) -> Iterator[RegistryService]:
+def sqlite_db(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'registry.db'}"
+
+
+@pytest.fixture
+def registry(db: str) -> Iterator[RegistryService]:
     service = open_registry(db)
     yield service
     service._engine.dispose()
@@ -62,8 +75,8 @@ def fill(registry: RegistryService, count: int) -> None:
     registry.append_audit_many([entry(n) for n in range(1, count + 1)])
 
 
-def sql(db: Path, statement: str) -> None:
-    engine = create_registry_engine(f"sqlite:///{db}")
+def sql(db: str, statement: str) -> None:
+    engine = create_registry_engine(db)
     with engine.begin() as conn:
         conn.exec_driver_sql(statement)
     engine.dispose()
@@ -229,7 +242,7 @@ def test_entries_check_the_callers_constants_and_clip_user_text() -> None:
     assert long.target.endswith("…")
 
 
-def test_concurrent_appenders_in_threads_keep_one_chain(db: Path) -> None:
+def test_concurrent_appenders_in_threads_keep_one_chain(db: str) -> None:
     open_registry(db)
     threads_n, each = 8, 25
     errors: list[BaseException] = []
@@ -260,7 +273,7 @@ def test_concurrent_appenders_in_threads_keep_one_chain(db: Path) -> None:
     assert {r.principal for r in records} == {f"thread{w}" for w in range(threads_n)}
 
 
-def test_concurrent_appenders_in_processes_keep_one_chain(db: Path) -> None:
+def test_concurrent_appenders_in_processes_keep_one_chain(db: str) -> None:
     open_registry(db)
     script = """
         import sys
@@ -270,13 +283,14 @@ def test_concurrent_appenders_in_processes_keep_one_chain(db: Path) -> None:
         from ferryman.registry.store import create_registry_engine
         from ferryman.security import AuditEntry
 
-        db, name = Path(sys.argv[1]), sys.argv[2]
-        service = RegistryService(create_registry_engine(f"sqlite:///{db}"), ArtifactStore(db.parent / "artifacts"))
+        db, name, artifacts = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+        service = RegistryService(create_registry_engine(db), ArtifactStore(artifacts))
         for n in range(30):
             service.append_audit(AuditEntry(name, "auth.failed", f"/t/{n}", "denied", details={"n": n}))
     """
     children = [
-        subprocess.Popen([sys.executable, "-c", textwrap.dedent(script), str(db), f"proc{i}"]) for i in range(4)
+        subprocess.Popen([sys.executable, "-c", textwrap.dedent(script), db, f"proc{i}", str(ARTIFACTS)])
+        for i in range(4)
     ]
     assert [child.wait(timeout=120) for child in children] == [0, 0, 0, 0]
     result = open_registry(db).verify_audit()
@@ -301,21 +315,21 @@ def broken(registry: RegistryService) -> tuple[int | None, str, int]:
     return result.first_bad_seq, result.reason, result.checked
 
 
-def test_an_edited_detail_is_detected_at_its_record(registry: RegistryService, db: Path) -> None:
+def test_an_edited_detail_is_detected_at_its_record(registry: RegistryService, db: str) -> None:
     fill(registry, 6)
     sql(db, """UPDATE audit_log SET details = '{"n":99}' WHERE seq = 3""")
     assert broken(registry) == (3, "record 3 does not match its hash: it was edited or moved", 2)
 
 
 @pytest.mark.parametrize("column", ["principal", "action", "target", "outcome", "source_address", "at"])
-def test_any_edited_field_is_detected(registry: RegistryService, db: Path, column: str) -> None:
+def test_any_edited_field_is_detected(registry: RegistryService, db: str, column: str) -> None:
     fill(registry, 4)
     value = "'2020-01-01 00:00:00.000000'" if column == "at" else "'x'"
     sql(db, f"UPDATE audit_log SET {column} = {value} WHERE seq = 2")
     assert broken(registry)[0] == 2
 
 
-def test_an_edit_with_a_recomputed_hash_is_detected_at_the_next_record(registry: RegistryService, db: Path) -> None:
+def test_an_edit_with_a_recomputed_hash_is_detected_at_the_next_record(registry: RegistryService, db: str) -> None:
     fill(registry, 5)
     original = registry.list_audit(before_seq=4, limit=1)[0]
     forged = record_hash(
@@ -335,19 +349,19 @@ def test_an_edit_with_a_recomputed_hash_is_detected_at_the_next_record(registry:
     assert reason == "record 4 does not follow record 3: a record before it was changed or removed"
 
 
-def test_a_deleted_record_is_detected_at_its_seq(registry: RegistryService, db: Path) -> None:
+def test_a_deleted_record_is_detected_at_its_seq(registry: RegistryService, db: str) -> None:
     fill(registry, 6)
     sql(db, "DELETE FROM audit_log WHERE seq = 4")
     assert broken(registry) == (4, "record 4 is missing (the next record is 5)", 3)
 
 
-def test_a_deleted_first_record_is_detected(registry: RegistryService, db: Path) -> None:
+def test_a_deleted_first_record_is_detected(registry: RegistryService, db: str) -> None:
     fill(registry, 3)
     sql(db, "DELETE FROM audit_log WHERE seq = 1")
     assert broken(registry)[0] == 1
 
 
-def test_a_deleted_tail_is_detected_against_the_head(registry: RegistryService, db: Path) -> None:
+def test_a_deleted_tail_is_detected_against_the_head(registry: RegistryService, db: str) -> None:
     fill(registry, 6)
     sql(db, "DELETE FROM audit_log WHERE seq >= 5")
     assert broken(registry) == (5, "records 5 to 6 are missing (the chain ends at 4)", 4)
@@ -355,7 +369,7 @@ def test_a_deleted_tail_is_detected_against_the_head(registry: RegistryService, 
     assert broken(registry) == (1, "records 1 to 6 are missing (the chain ends at 0)", 0)
 
 
-def test_a_deleted_record_with_renumbered_successors_is_detected(registry: RegistryService, db: Path) -> None:
+def test_a_deleted_record_with_renumbered_successors_is_detected(registry: RegistryService, db: str) -> None:
     fill(registry, 5)
     sql(db, "DELETE FROM audit_log WHERE seq = 2")
     for seq in (3, 4, 5):
@@ -364,7 +378,7 @@ def test_a_deleted_record_with_renumbered_successors_is_detected(registry: Regis
     assert broken(registry)[0] == 2
 
 
-def test_swapped_records_are_detected_at_the_first_of_them(registry: RegistryService, db: Path) -> None:
+def test_swapped_records_are_detected_at_the_first_of_them(registry: RegistryService, db: str) -> None:
     fill(registry, 6)
     sql(db, "UPDATE audit_log SET seq = -1 WHERE seq = 3")
     sql(db, "UPDATE audit_log SET seq = 3 WHERE seq = 4")
@@ -372,21 +386,23 @@ def test_swapped_records_are_detected_at_the_first_of_them(registry: RegistrySer
     assert broken(registry) == (3, "record 3 does not match its hash: it was edited or moved", 2)
 
 
-def test_reordered_timestamps_are_detected(registry: RegistryService, db: Path) -> None:
+def test_reordered_timestamps_are_detected(registry: RegistryService, db: str) -> None:
     fill(registry, 4)
     sql(db, "UPDATE audit_log SET at = (SELECT at FROM audit_log WHERE seq = 1) WHERE seq = 4")
     assert broken(registry)[0] == 4
 
 
-def test_a_column_too_mangled_to_read_is_reported_not_raised(registry: RegistryService, db: Path) -> None:
+def test_a_column_too_mangled_to_read_is_reported_not_raised(sqlite_db: str) -> None:
+    # SQLite only: PostgreSQL's timestamptz column cannot hold such a value in the first place.
+    registry = open_registry(sqlite_db)
     fill(registry, 4)
-    sql(db, "UPDATE audit_log SET at = 'not a time' WHERE seq = 3")
+    sql(sqlite_db, "UPDATE audit_log SET at = 'not a time' WHERE seq = 3")
     first_bad, reason, checked = broken(registry)
     assert (first_bad, checked) == (3, 2)
     assert reason.startswith("record 3 cannot be read: ")
 
 
-def test_a_forged_record_after_the_head_is_detected(registry: RegistryService, db: Path) -> None:
+def test_a_forged_record_after_the_head_is_detected(registry: RegistryService, db: str) -> None:
     fill(registry, 3)
     _, head_hash = registry.audit_head()
     forged = record_hash(
@@ -409,7 +425,7 @@ def test_a_forged_record_after_the_head_is_detected(registry: RegistryService, d
     assert broken(registry) == (4, "records after 3, the chain's recorded head, were not appended by it", 3)
 
 
-def test_a_moved_head_is_detected(registry: RegistryService, db: Path) -> None:
+def test_a_moved_head_is_detected(registry: RegistryService, db: str) -> None:
     fill(registry, 3)
     sql(db, f"UPDATE audit_state SET last_hash = '{'f' * 64}'")
     assert broken(registry) == (3, "record 3 is not the chain's recorded head", 3)

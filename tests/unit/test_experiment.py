@@ -23,6 +23,7 @@ from ferryman.monitoring.experiment import (
     welch_test,
     wilson_interval,
 )
+from ferryman.serving.experiments import ExperimentRecorder, Served
 
 
 def classified(version: int, labelled: int, correct: int) -> VersionObservations:
@@ -289,3 +290,15 @@ def test_invalid_observations_name_the_field(
 def test_an_unknown_baseline_is_not_found() -> None:
     with pytest.raises(NotFound, match="baseline version 9"):
         build_report("iris", [VersionObservations(4)], baseline=9)
+
+
+def test_the_ledger_remembers_labels_score_rows_and_bytes() -> None:
+    recorder = ExperimentRecorder(capacity=2)
+    recorder.remember("a", "m", 1, np.array([2]))
+    recorder.remember("b", "m", 1, np.array([[0.25, 0.75]]))
+    recorder.remember("c", "m", 2, np.array([b"\xff\xfe"], dtype=object))
+    recorder.remember("d", "m", 2, np.array([1, 0]))  # several rows: the version, no prediction
+    assert recorder.lookup("a") is None  # the oldest left the bounded ledger
+    assert recorder.lookup("b") is None
+    assert recorder.lookup("c") == Served("m", 2, "\ufffd\ufffd")
+    assert recorder.lookup("d") == Served("m", 2, None)

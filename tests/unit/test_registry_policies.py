@@ -26,13 +26,14 @@ from ferryman.registry.records import ChangeEvent, VersionPolicy
 from ferryman.registry.service import RegistryService
 from ferryman.registry.store import create_registry_engine, metadata, upgrade_to_head
 from ferryman.tensors import Signature, TensorSpec
+from tests.pg import database_url, postgres  # noqa: F401 (fixtures)
 
 SIGNATURE = Signature(inputs=(TensorSpec("input", "FP64", (-1, 4)),), outputs=(TensorSpec("label", "INT64", (-1,)),))
 SPLIT = {"split": [{"target": "production", "weight": 90}, {"target": "candidate", "weight": 10}]}
 
 
-def open_registry(home: Path) -> RegistryService:
-    engine = create_registry_engine(f"sqlite:///{home / 'registry.db'}")
+def open_registry(home: Path, url: str | None = None) -> RegistryService:
+    engine = create_registry_engine(url or f"sqlite:///{home / 'registry.db'}")
     upgrade_to_head(engine)
     return RegistryService(engine, ArtifactStore(home / "artifacts"))
 
@@ -44,8 +45,8 @@ def push(registry: RegistryService, name: str, data: bytes) -> int:
 
 
 @pytest.fixture
-def registry(tmp_path: Path) -> RegistryService:
-    return open_registry(tmp_path / "home")
+def registry(tmp_path: Path, database_url: str) -> RegistryService:  # noqa: F811
+    return open_registry(tmp_path / "home", database_url)
 
 
 @pytest.fixture
@@ -197,8 +198,12 @@ def test_set_alias_with_expected_version(churn: RegistryService) -> None:
     assert churn.aliases("churn")["production"] == 3
 
 
-def test_concurrent_alias_writes_expecting_the_same_version_one_wins(churn: RegistryService, tmp_path: Path) -> None:
-    first, second = open_registry(tmp_path / "home"), open_registry(tmp_path / "home")
+def test_concurrent_alias_writes_expecting_the_same_version_one_wins(
+    churn: RegistryService,
+    tmp_path: Path,
+    database_url: str,  # noqa: F811
+) -> None:
+    first, second = open_registry(tmp_path / "home", database_url), open_registry(tmp_path / "home", database_url)
     results = race(
         lambda: first.set_alias("churn", "production", 2, expected_version=1, changed_by="alice"),
         lambda: second.set_alias("churn", "production", 3, expected_version=1, changed_by="bob"),
@@ -212,8 +217,12 @@ def test_concurrent_alias_writes_expecting_the_same_version_one_wins(churn: Regi
     assert [(h.from_version, h.to_version) for h in history] == [(1, final), (None, 1)]
 
 
-def test_concurrent_policy_writes_expecting_the_same_revision_one_wins(churn: RegistryService, tmp_path: Path) -> None:
-    first, second = open_registry(tmp_path / "home"), open_registry(tmp_path / "home")
+def test_concurrent_policy_writes_expecting_the_same_revision_one_wins(
+    churn: RegistryService,
+    tmp_path: Path,
+    database_url: str,  # noqa: F811
+) -> None:
+    first, second = open_registry(tmp_path / "home", database_url), open_registry(tmp_path / "home", database_url)
     other = {"split": [{"target": "production", "weight": 50}, {"target": "candidate", "weight": 50}]}
     results = race(
         lambda: first.set_traffic_policy("churn", SPLIT, expected_revision=0),
@@ -405,8 +414,12 @@ def test_bad_version_policies_are_refused_naming_the_field(
     assert churn.get_version_policy("churn") == VersionPolicy()
 
 
-def test_a_stored_policy_is_seen_by_another_service_on_the_same_file(churn: RegistryService, tmp_path: Path) -> None:
+def test_a_stored_policy_is_seen_by_another_service_on_the_same_file(
+    churn: RegistryService,
+    tmp_path: Path,
+    database_url: str,  # noqa: F811
+) -> None:
     churn.set_traffic_policy("churn", SPLIT, changed_by="alice")
-    other = open_registry(tmp_path / "home")
+    other = open_registry(tmp_path / "home", database_url)
     assert other.get_traffic_policy("churn") == (SPLIT, 1)
     assert [h.changed_by for h in other.traffic_policy_history("churn")] == ["alice"]

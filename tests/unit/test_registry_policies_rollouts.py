@@ -21,14 +21,15 @@ from ferryman.registry.rollout_spec import (
 from ferryman.registry.service import RegistryService
 from ferryman.registry.store import create_registry_engine, upgrade_to_head
 from ferryman.tensors import Signature, TensorSpec
+from tests.pg import database_url, postgres  # noqa: F401 (fixtures)
 
 SIGNATURE = Signature(inputs=(TensorSpec("input", "FP64", (-1, 4)),), outputs=(TensorSpec("label", "INT64", (-1,)),))
 
 
 @pytest.fixture
-def churn(tmp_path: Path) -> RegistryService:
+def churn(tmp_path: Path, database_url: str) -> RegistryService:  # noqa: F811
     """``churn`` with versions 1-3 and production → 1."""
-    engine = create_registry_engine(f"sqlite:///{tmp_path / 'registry.db'}")
+    engine = create_registry_engine(database_url)
     upgrade_to_head(engine)
     registry = RegistryService(engine, ArtifactStore(tmp_path / "artifacts"))
     for i in range(3):

@@ -1,4 +1,5 @@
-"""The registry service on a real SQLite file: versions, duplicates, aliases, deletes, events."""
+"""The registry service on a real SQLite file and a real PostgreSQL database: versions, duplicates, aliases,
+deletes, events."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from ferryman.registry.records import ChangeEvent, VersionRecord
 from ferryman.registry.service import RegistryService
 from ferryman.registry.store import create_registry_engine, upgrade_to_head
 from ferryman.tensors import Signature, TensorSpec
+from tests.pg import database_url, postgres  # noqa: F401 (fixtures)
 
 SIGNATURE = Signature(
     inputs=(TensorSpec("input", "FP64", (-1, 4)),),
@@ -30,15 +32,16 @@ SIGNATURE = Signature(
 )
 
 
-def open_registry(home: Path) -> RegistryService:
-    engine = create_registry_engine(f"sqlite:///{home / 'registry.db'}")
+def open_registry(home: Path, url: str | None = None) -> RegistryService:
+    """A service on ``url`` (default: SQLite in ``home``) with its artifacts in ``home``."""
+    engine = create_registry_engine(url or f"sqlite:///{home / 'registry.db'}")
     upgrade_to_head(engine)
     return RegistryService(engine, ArtifactStore(home / "artifacts"))
 
 
 @pytest.fixture
-def registry(tmp_path: Path) -> Iterator[RegistryService]:
-    service = open_registry(tmp_path / "home")
+def registry(tmp_path: Path, database_url: str) -> Iterator[RegistryService]:  # noqa: F811
+    service = open_registry(tmp_path / "home", database_url)
     yield service
 
 
@@ -92,8 +95,10 @@ def test_version_record_round_trips_and_serialises(registry: RegistryService) ->
         "description",
         "created_by",
         "created_at",
+        "artifact_signature",
     ]
     assert data["signature"] == SIGNATURE.to_dict()
+    assert data["artifact_signature"] is None
     assert data["runtime_config"] == {"threads": 2}
     assert data["created_at"].endswith("+00:00")
     assert registry.get_model("churn").to_dict()["latest_version"] == 1
@@ -290,18 +295,25 @@ def test_change_event_kind_is_checked() -> None:
         ChangeEvent("model_renamed", "churn")
 
 
-def test_a_second_service_on_the_same_database_sees_changes(registry: RegistryService, tmp_path: Path) -> None:
-    other = open_registry(tmp_path / "home")
+def test_a_second_service_on_the_same_database_sees_changes(
+    registry: RegistryService,
+    tmp_path: Path,
+    database_url: str,  # noqa: F811
+) -> None:
+    other = open_registry(tmp_path / "home", database_url)
     before = other.revision()
     push(registry, "churn", b"v1")
     assert other.revision() == before + 1
     assert other.get_version("churn", 1).sha256 == registry.get_version("churn", 1).sha256
 
 
-def test_concurrent_registrations_get_distinct_consecutive_numbers(tmp_path: Path) -> None:
+def test_concurrent_registrations_get_distinct_consecutive_numbers(
+    tmp_path: Path,
+    database_url: str,  # noqa: F811
+) -> None:
     home = tmp_path / "home"
-    open_registry(home)
-    services = [open_registry(home) for _ in range(4)]
+    open_registry(home, database_url)
+    services = [open_registry(home, database_url) for _ in range(4)]
     barrier = threading.Barrier(8)
     results: list[int] = []
     errors: list[BaseException] = []

@@ -1,4 +1,4 @@
-"""API keys on a real SQLite registry: create, verify from the in-memory cache, refuse, rotate, revoke."""
+"""API keys on real SQLite and PostgreSQL registries: create, verify from the cache, refuse, rotate, revoke."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from ferryman.registry.service import RegistryService
 from ferryman.registry.store import create_registry_engine, upgrade_to_head
 from ferryman.security import KeyCache, KeyRejected, Permission, Principal, Role, StoredKey, parse_duration
 from ferryman.security.keys import KeyRecord, generate_key, hash_key, key_id_of
+from tests.pg import database_url, postgres  # noqa: F401 (fixtures)
 
 KEY_FORMAT = re.compile(r"fm_[a-z0-9]{12}_[A-Za-z0-9_-]{43}")
 
@@ -31,11 +32,16 @@ class WallClock:
 
 
 @pytest.fixture
-def registry(tmp_path: Path) -> Iterator[RegistryService]:
-    engine = create_registry_engine(f"sqlite:///{tmp_path / 'registry.db'}")
+def registry(tmp_path: Path, database_url: str) -> Iterator[RegistryService]:  # noqa: F811
+    engine = create_registry_engine(database_url)
     upgrade_to_head(engine)
     yield RegistryService(engine, ArtifactStore(tmp_path / "artifacts"))
     engine.dispose()
+
+
+def registry_is_sqlite(tmp_path: Path) -> bool:
+    """True when the ``database_url`` of this test is the SQLite file under ``tmp_path``."""
+    return (tmp_path / "home" / "registry.db").is_file()
 
 
 def cache_of(registry: RegistryService, clock: WallClock | None = None) -> KeyCache:
@@ -78,8 +84,9 @@ def test_a_new_key_is_printed_once_and_stored_only_as_a_hash(registry: RegistryS
     with registry._engine.connect() as conn:
         stored = conn.execute(text("SELECT secret_hash FROM api_keys")).scalar_one()
     assert stored == hash_key(plaintext) and stored.startswith("sha256:") and len(stored) == 7 + 64
-    raw = (tmp_path / "registry.db").read_bytes() + (tmp_path / "registry.db-wal").read_bytes()
-    assert secret.encode() not in raw
+    if registry_is_sqlite(tmp_path):
+        raw = (tmp_path / "home" / "registry.db").read_bytes() + (tmp_path / "home" / "registry.db-wal").read_bytes()
+        assert secret.encode() not in raw
 
 
 def test_the_cache_verifies_a_key_into_its_principal(registry: RegistryService) -> None:

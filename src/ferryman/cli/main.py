@@ -11,12 +11,15 @@ from typing import Annotated
 import typer
 
 from ferryman.cli import (
+    alert_commands,
+    db_commands,
     experiment_commands,
     monitoring_commands,
     predict_command,
     registry_commands,
     rollout_commands,
     security_commands,
+    signing_commands,
     traffic_commands,
     version_policy_commands,
 )
@@ -41,6 +44,9 @@ def serve(
     ] = None,
     host: Annotated[str | None, typer.Option(help="Address to bind.", show_default="127.0.0.1")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.", show_default="8080")] = None,
+    grpc_port: Annotated[
+        int | None, typer.Option(help="V2 gRPC port (0: a free one; -1: no gRPC).", show_default="8081")
+    ] = None,
     repository: Annotated[
         list[Path] | None,
         typer.Option(help="Read-only model repository folder (repeatable).", show_default=False),
@@ -85,6 +91,7 @@ def serve(
             config,
             host=host,
             port=port,
+            grpc_port=grpc_port,
             home=home,
             repositories=list(repository) if repository else None,
             log_level=log_level,
@@ -115,6 +122,9 @@ version_policy_commands.register(app)
 experiment_commands.register(app)
 monitoring_commands.register(app)
 security_commands.register(app)
+alert_commands.register(app)
+signing_commands.register(app)
+db_commands.register(app)
 
 
 def main() -> None:

@@ -51,6 +51,12 @@ def push(
     runtime_config: Annotated[
         str | None, typer.Option("--runtime-config", help="Runtime options as a JSON object.")
     ] = None,
+    sign: Annotated[
+        Path | None,
+        typer.Option(
+            "--sign", help="Ed25519 private key (PEM) to sign the artifact's sha256 with.", show_default=False
+        ),
+    ] = None,
     url: UrlOption = DEFAULT_URL,
     api_key: ApiKeyOption = None,
     json_output: JsonOption = False,
@@ -62,6 +68,8 @@ def push(
     if not path.exists():
         raise typer.BadParameter(f"{path} does not exist", param_hint="PATH")
     config = _json_object(runtime_config, "--runtime-config")
+    if sign is not None and not sign.is_file():
+        raise typer.BadParameter(f"{sign} is not a file", param_hint="--sign")
     # --json output is for scripts: no progress bar, not even on stderr.
     progress: AbstractContextManager[ProgressCallback | None] = (
         nullcontext() if json_output else upload_progress(path.name)
@@ -75,6 +83,7 @@ def push(
             description=description,
             runtime_config=config,
             progress=report,
+            sign_key=sign,
         )
 
     def render() -> list[RenderableType]:

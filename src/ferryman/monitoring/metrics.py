@@ -23,8 +23,10 @@ from prometheus_client.registry import Collector
 
 __all__ = [
     "LATENCY_BUCKETS",
+    "LOAD_BUCKETS",
     "FerrymanCollector",
     "Histogram",
+    "LoadHistory",
     "RequestMetrics",
     "VersionStats",
     "build_registry",
@@ -38,6 +40,8 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 #: Rows per batch.
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+#: Seconds one version load takes: from 10 ms to 5 min.
+LOAD_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
 #: Request outcomes, by the status class of the answer.
 OUTCOMES = ("ok", "invalid", "not_found", "overloaded", "deadline", "failed")
@@ -125,6 +129,12 @@ class RequestMetrics:
         self.versions: dict[tuple[str, str], VersionStats] = {}
         #: Requests that failed before a version was chosen (unknown model, bad body), by outcome.
         self.unrouted: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
+        #: Inference requests answered by each protocol adapter, by outcome.
+        self.protocols: dict[str, dict[str, int]] = {}
+
+    def protocol(self, name: str) -> dict[str, int]:
+        """The outcome counters of one protocol adapter, bound once when the adapter is built."""
+        return self.protocols.setdefault(name, dict.fromkeys(OUTCOMES, 0))
 
     def stats(self, model: str, version: str) -> VersionStats:
         """The stats of one version (created on first use)."""
@@ -157,11 +167,13 @@ class FerrymanCollector(Collector):
         loaded: Callable[[], list[LoadedView]],
         manager_counters: Callable[[], dict[str, int]],
         extra: Callable[[], Iterable[Metric]] | None = None,
+        load_history: Callable[[], LoadHistory] | None = None,
     ) -> None:
         self._requests = requests
         self._loaded = loaded
         self._manager_counters = manager_counters
         self._extra = extra
+        self._load_history = load_history
         self._started = time.time()
 
     def collect(self) -> Iterator[Metric]:
@@ -177,6 +189,8 @@ class FerrymanCollector(Collector):
             family = CounterMetricFamily(f"ferryman_{name}", help_text)
             family.add_metric([], counters.get(name, 0))
             yield family
+        if self._load_history is not None:
+            yield from _load_families(self._load_history())
         if self._extra is not None:
             yield from self._extra()
         start = GaugeMetricFamily("ferryman_start_time_seconds", "Unix time the server process started.")
@@ -202,7 +216,15 @@ class FerrymanCollector(Collector):
             inflight.add_metric([model, version], stats.inflight)
         for outcome, count in self._requests.unrouted.items():
             requests.add_metric(["", "", outcome], count)
-        yield from (requests, latency, inflight)
+        protocols = CounterMetricFamily(
+            "ferryman_protocol_requests",
+            "Inference requests answered by each protocol adapter, by outcome.",
+            labels=["protocol", "outcome"],
+        )
+        for protocol, outcomes in list(self._requests.protocols.items()):
+            for outcome, count in outcomes.items():
+                protocols.add_metric([protocol, outcome], count)
+        yield from (requests, latency, inflight, protocols)
 
     def _version_families(self) -> Iterator[Metric]:
         labels = ["model", "version"]
@@ -257,6 +279,30 @@ class FerrymanCollector(Collector):
                 cache.add_metric([*key, "hit"], view.cache["hits"])
                 cache.add_metric([*key, "miss"], view.cache["misses"])
         yield from (loaded, memory, load, queued, queue_time, run_time, batch_size, batches, dropped, cache)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadHistory:
+    """Every version's load record since the process started (unloaded versions included)."""
+
+    failures: dict[tuple[str, str], int]
+    durations: dict[tuple[str, str], Histogram]
+
+
+def _load_families(history: LoadHistory) -> Iterator[Metric]:
+    failures = CounterMetricFamily(
+        "ferryman_version_load_failures", "Failed loads of a version.", labels=["model", "version"]
+    )
+    for (model, version), count in list(history.failures.items()):
+        failures.add_metric([model, version], count)
+    durations = HistogramMetricFamily(
+        "ferryman_load_duration_seconds",
+        "Time each successful load of a version took, in seconds.",
+        labels=["model", "version"],
+    )
+    for (model, version), histogram in list(history.durations.items()):
+        durations.add_metric([model, version], histogram.cumulative(), histogram.total)
+    yield from (failures, durations)
 
 
 def build_registry(collector: FerrymanCollector) -> CollectorRegistry:

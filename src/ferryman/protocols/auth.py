@@ -4,8 +4,10 @@ One :class:`Guard` per server process. Credentials, in order: ``Authorization: B
 token>`` or ``x-api-key: <key>``; without either, a verified client certificate whose CN is in
 ``mtls_principals``. API keys are checked against the in-memory :class:`KeyCache` (no database
 query per request); bearer tokens by the OIDC verifier. The key table is reloaded whenever the
-registry revision moves (every key change bumps it; polled twice a second) and right after a
-key change made through this process, so a revocation reaches every process within a second.
+registry revision moves (every key change bumps it; polled twice a second, and on PostgreSQL
+woken at once by the registry's LISTEN/NOTIFY change feed) and right after a key change made
+through this process, so a revocation reaches every process within a second. While the registry
+is unreachable the loaded table keeps admitting requests.
 
 Authentication is *off* (every caller is :data:`LOCAL_ANONYMOUS`, an admin) only while the
 server is bound to a loopback address (or started with ``--insecure``) and no API key, OIDC
@@ -19,6 +21,7 @@ the credential itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -30,6 +33,7 @@ from starlette.types import Scope
 from ferryman.config import Settings
 from ferryman.errors import FerrymanError, Forbidden, Overloaded, Unauthenticated
 from ferryman.protocols.audit_trail import AuditTrail
+from ferryman.registry.notify import ChangeFeed
 from ferryman.registry.service import RegistryService
 from ferryman.security.audit import AuditEntry
 from ferryman.security.exposure import auth_may_be_off, check_security_settings
@@ -91,8 +95,13 @@ def error_headers(error: FerrymanError) -> list[tuple[bytes, bytes]]:
 class Guard:
     """Authenticates requests, checks route permissions and rate limits, and records refusals."""
 
-    def __init__(self, settings: Settings, registry: RegistryService, executor: Executor) -> None:
+    def __init__(
+        self, settings: Settings, registry: RegistryService, executor: Executor, changes: ChangeFeed | None = None
+    ) -> None:
         check_security_settings(settings)
+        self._changes = changes if changes is not None and changes.listening else None
+        # With the change feed the poll is only a safety net and may be as slow as the catalog's.
+        self._poll_s = settings.resolved_registry_poll_seconds if self._changes is not None else _KEY_POLL_S
         self._registry = registry
         self._executor = executor
         self.trail = AuditTrail(registry, executor)
@@ -267,9 +276,16 @@ class Guard:
         trail = asyncio.create_task(self.trail.run_forever())
         loop = asyncio.get_running_loop()
         last_mark = time.monotonic()
+        wake = self._changes.follow() if self._changes is not None else None
+        failing = False
         try:
             while True:
-                await asyncio.sleep(_KEY_POLL_S)
+                if wake is None:
+                    await asyncio.sleep(self._poll_s)
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), timeout=self._poll_s)
+                    wake.clear()
                 try:
                     revision = await loop.run_in_executor(self._executor, self._registry.revision)
                     if revision != self._revision:
@@ -279,8 +295,11 @@ class Guard:
                         used = self.keys.drain_used()
                         if used:
                             await loop.run_in_executor(self._executor, self._registry.mark_keys_used, used)
-                except Exception:
-                    logger.exception("refreshing the API key table failed; keeping the one loaded")
+                    failing = False
+                except Exception as exc:
+                    if not failing:  # once per outage, not twice a second
+                        logger.warning("refreshing the API key table failed (%s); keeping the one loaded", exc)
+                    failing = True
         finally:
             trail.cancel()
             await asyncio.gather(trail, return_exceptions=True)

@@ -160,7 +160,7 @@ class ManagementApi:
         @api.post(
             "/models/{name}/versions",
             status_code=201,
-            summary="Push a new version (multipart: artifact, optional sample and metadata)",
+            summary="Push a new version (multipart: artifact, optional sample, metadata and signature)",
         )
         async def push(request: Request, name: str = NAME) -> Response:
             return await self._push(name, request)
@@ -248,6 +248,9 @@ class ManagementApi:
             if not isinstance(artifact, UploadFile) or not artifact.filename:
                 raise InvalidInput("field 'artifact' must be a file upload with a file name")
             metadata = self._metadata(form.get("metadata"))
+            artifact_signature = form.get("signature")  # ed25519:<key id>:<base64> (docs/security.md)
+            if artifact_signature is not None and not isinstance(artifact_signature, str):
+                raise InvalidInput("field 'signature' must be text, not a file")
             sample_path = None
             sample = form.get("sample")
             if isinstance(sample, UploadFile):
@@ -263,6 +266,7 @@ class ManagementApi:
                 description=str(metadata.get("description") or ""),
                 runtime_config=metadata.get("runtime_config"),
                 sample=sample_path,
+                artifact_signature=artifact_signature or None,
             )
             record, created = await self._blocking(self._intake.register, staged, intake)
         finally:

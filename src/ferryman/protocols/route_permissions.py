@@ -23,7 +23,16 @@ from starlette.routing import compile_path
 
 from ferryman.security.permissions import Permission
 
-__all__ = ["INFERENCE_ROUTES", "ROUTES", "UNDECLARED", "RouteRule", "RouteTable", "app_routes", "undeclared"]
+__all__ = [
+    "GRPC_METHODS",
+    "INFERENCE_ROUTES",
+    "ROUTES",
+    "UNDECLARED",
+    "RouteRule",
+    "RouteTable",
+    "app_routes",
+    "undeclared",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +119,17 @@ ROUTES: Mapping[tuple[str, str], RouteRule] = {
     # Experiments (feedback arrives at request rate: not audited)
     ("POST", _M + "/feedback"): RouteRule(_P.FEEDBACK, "name"),
     ("GET", _M + "/experiment"): _read(),
+    ("GET", _M + "/accuracy"): _read(),
+    # Alerts: read by viewers; rules and webhooks managed with 'alerts' (webhook URLs may be secrets)
+    ("GET", "/api/v1/alerts"): _read(None),
+    ("GET", "/api/v1/alerts/rules"): _read(None),
+    ("POST", "/api/v1/alerts/rules"): RouteRule(_P.ALERTS, None, "alert_rule.create"),
+    ("GET", "/api/v1/alerts/rules/{rule}"): _read(None),
+    ("DELETE", "/api/v1/alerts/rules/{rule}"): RouteRule(_P.ALERTS, None, "alert_rule.delete"),
+    ("GET", "/api/v1/alerts/webhooks"): RouteRule(_P.ALERTS),
+    ("POST", "/api/v1/alerts/webhooks"): RouteRule(_P.ALERTS, None, "webhook.create"),
+    ("DELETE", "/api/v1/alerts/webhooks/{webhook}"): RouteRule(_P.ALERTS, None, "webhook.delete"),
+    ("GET", "/api/v1/alerts/deliveries"): RouteRule(_P.ALERTS),
     # Keys and the audit trail (the registry audits key changes in their own transaction)
     ("POST", "/api/v1/keys"): RouteRule(_P.KEYS, None, "key.create", audit_success=False),
     ("GET", "/api/v1/keys"): RouteRule(_P.KEYS),
@@ -117,6 +137,17 @@ ROUTES: Mapping[tuple[str, str], RouteRule] = {
     ("POST", "/api/v1/keys/{key_id}/rotate"): RouteRule(_P.KEYS, None, "key.rotate", audit_success=False),
     ("GET", "/api/v1/audit"): RouteRule(_P.AUDIT),
     ("GET", "/api/v1/audit/verify"): RouteRule(_P.AUDIT),
+}
+
+#: The V2 gRPC methods (``protocols/v2_grpc.py``), each with the rule of its REST twin, so both
+#: protocols admit exactly the same callers. ``model`` is set where the request names a model.
+GRPC_METHODS: Mapping[str, RouteRule] = {
+    "ServerLive": ROUTES[("GET", "/v2/health/live")],
+    "ServerReady": ROUTES[("GET", "/v2/health/ready")],
+    "ServerMetadata": ROUTES[("GET", "/v2")],
+    "ModelMetadata": ROUTES[("GET", "/v2/models/{model}/versions/{version}")],
+    "ModelReady": ROUTES[("GET", "/v2/models/{model}/versions/{version}/ready")],
+    "ModelInfer": ROUTES[INFERENCE_ROUTES[1]],
 }
 
 

@@ -15,9 +15,11 @@ import os
 import time
 from typing import Any
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ferryman.errors import FerrymanError, InvalidInput, PayloadTooLarge
+from ferryman.monitoring import tracing
+from ferryman.monitoring.metrics import outcome_of
 from ferryman.protocols.auth import Guard, error_headers
 from ferryman.protocols.http_errors import error_body
 from ferryman.protocols.request_id import REQUEST_ID, caller_request_id
@@ -108,6 +110,7 @@ class V2InferenceApp:
         # Request ids: a per-process random prefix and a counter (unique, and no syscall per request).
         self._id_prefix = os.urandom(4).hex()
         self._ids = itertools.count(1)
+        self._outcomes = handler.protocol_outcomes("v2_rest")
 
     @property
     def app(self) -> ASGIApp:
@@ -125,13 +128,33 @@ class V2InferenceApp:
             return
         request_id = caller_request_id(scope) or f"{self._id_prefix}{next(self._ids):x}".encode()
         REQUEST_ID.set(request_id.decode())
+        tracer = tracing.TRACER
+        if tracer is None:
+            await self._answer(scope, receive, send, target, request_id)
+            return
+        with tracing.request_span(tracer, scope["headers"], *target, request_id.decode()) as record:
+
+            async def send_recorded(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    record(message["status"])
+                await send(message)
+
+            await self._answer(scope, receive, send_recorded, target, request_id)
+
+    async def _answer(
+        self, scope: Scope, receive: Receive, send: Send, target: tuple[str, str | None], request_id: bytes
+    ) -> None:
+        """Admit, decode, serve and encode one inference request, answering errors as HTTP."""
+        outcomes = self._outcomes
         if scope["method"] != "POST":
+            outcomes["invalid"] += 1
             await _respond(send, 405, error_body("Method Not Allowed"), _JSON, request_id, None)
             return
         if self._guard is not None:
             try:
                 await self._guard.admit_inference(scope, target[0])
             except FerrymanError as refusal:
+                outcomes[outcome_of(refusal)] += 1
                 body = error_body(refusal.message)
                 await _respond(send, refusal.status, body, _JSON, request_id, error_headers(refusal))
                 return
@@ -142,17 +165,21 @@ class V2InferenceApp:
         except _Unrouted as wrapped:
             exc = wrapped.error
             self._handler.record_unrouted(exc)
+            outcomes[outcome_of(exc)] += 1
             await _respond(send, exc.status, error_body(exc.message), _JSON, request_id, _retry_after(exc))
             return
         except FerrymanError as exc:
+            outcomes[outcome_of(exc)] += 1
             if exc.status >= 500:
                 logger.warning("%s: %s", type(exc).__name__, exc.message)
             await _respond(send, exc.status, error_body(exc.message), _JSON, request_id, _retry_after(exc))
             return
         except Exception as exc:
+            outcomes["failed"] += 1
             logger.exception("unhandled error in inference")
             await _respond(send, 500, error_body(f"internal error: {type(exc).__name__}"), _JSON, request_id, None)
             return
+        outcomes["ok"] += 1
         extra = [(SERVED_VERSION_HEADER, served)]
         if fallback:
             extra.append((b"x-ferryman-fallback", fallback.encode()))
@@ -165,14 +192,25 @@ class V2InferenceApp:
     async def _infer(
         self, scope: Scope, receive: Receive, name: str, version: str | None, request_id: bytes
     ) -> tuple[bytes, int | None, bytes, str | None]:
+        tracer = tracing.TRACER if tracing.TRACER is None else tracing.recording_tracer()
         try:
-            inference = await self._decode(scope, receive, name, version)
+            if tracer is None:
+                inference = await self._decode(scope, receive, name, version)
+            else:
+                with tracer.start_as_current_span("ferryman.decode"):
+                    inference = await self._decode(scope, receive, name, version)
         except FerrymanError as exc:
             raise _Unrouted(exc) from exc
         inference.request_id = request_id.decode("latin-1")
         inference.headers = scope["headers"]
         response = await self._handler.infer(inference)
-        payload, header_length = encode_response(response, inference.binary_outputs, inference.all_outputs_binary)
+        if tracer is None:
+            payload, header_length = encode_response(response, inference.binary_outputs, inference.all_outputs_binary)
+        else:
+            with tracer.start_as_current_span("ferryman.encode"):
+                payload, header_length = encode_response(
+                    response, inference.binary_outputs, inference.all_outputs_binary
+                )
         fallback = response.parameters.get(FALLBACK_PARAMETER) if response.parameters else None
         return payload, header_length, response.model_version.encode(), fallback
 

@@ -6,6 +6,7 @@ by hand in ``protocols/openapi.py``. The inference endpoint itself is ``protocol
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -15,6 +16,7 @@ from starlette.routing import Route
 
 from ferryman import __version__
 from ferryman.errors import NotReady
+from ferryman.serving.drain import DrainState
 from ferryman.serving.handler import InferenceHandler
 from ferryman.serving.manager import ModelManager
 from ferryman.serving.router import resolve_version
@@ -32,11 +34,20 @@ def _json(document: Any, status: int = 200) -> Response:
 class V2Routes:
     """The V2 REST endpoints, bound to one handler and manager."""
 
-    def __init__(self, handler: InferenceHandler, manager: ModelManager, max_request_bytes: int) -> None:
+    def __init__(
+        self,
+        handler: InferenceHandler,
+        manager: ModelManager,
+        max_request_bytes: int,
+        drain: DrainState | None = None,
+    ) -> None:
         self._handler = handler
         self._manager = manager
         self._limit = max_request_bytes
+        self._drain = drain or DrainState()
         self.ready = False
+        #: False while the registry database cannot be reached (set by the composition root).
+        self.registry_reachable: Callable[[], bool] = lambda: True
 
     def routes(self) -> list[Route]:
         """Starlette routes for every V2 endpoint."""
@@ -55,9 +66,15 @@ class V2Routes:
         return _json({"live": True})
 
     async def server_ready(self, _: Request) -> Response:
-        """Readiness: the startup load of every model's default version has finished."""
+        """Readiness: the startup load (and warm-up) of every model's default version has finished, no SIGTERM yet."""
+        if self._drain.draining:
+            raise NotReady("server is shutting down: draining in-flight requests")
         if not self.ready:
             raise NotReady("server is still loading models")
+        # Without its database a replica still serves what it has loaded; only with nothing
+        # loaded is it of no use to the load balancer.
+        if not self.registry_reachable() and not self._manager.loaded_versions():
+            raise NotReady("the registry database is unreachable and no model is loaded: nothing to serve")
         return _json({"ready": True})
 
     async def server_metadata(self, _: Request) -> Response:

@@ -170,6 +170,10 @@ class ArtifactStore:
             ) from None
         if actual != sha256:
             raise ModelFailed(f"artifact {filename} failed verification: expected sha256 {sha256}, got {actual}")
+        return self._loadable(blob, sha256, filename, max_unpacked_bytes)
+
+    def _loadable(self, blob: Path, sha256: str, filename: str, max_unpacked_bytes: int) -> Path:
+        """The verified ``blob`` itself, or for a ``.tar`` the folder it unpacks to (once)."""
         if not filename.endswith(".tar"):
             return blob
         folder = self._unpacked / sha256

@@ -11,13 +11,13 @@ import json
 import math
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select, update
 
 from ferryman.errors import InvalidInput, NotFound, PayloadTooLarge
 from ferryman.registry import queries, store
 from ferryman.registry.core import RegistryCore, utc_now
 from ferryman.registry.records import ChangeEvent, FeedbackRecord
-from ferryman.registry.store import feedback
+from ferryman.registry.store import feedback, models
 
 __all__ = ["MAX_FEEDBACK_ITEMS", "MAX_LABEL_CHARS", "FeedbackStore"]
 
@@ -81,6 +81,46 @@ class FeedbackStore(RegistryCore):
                 )
                 for row in rows
             ]
+
+    def unresolved_feedback(self, *, after_id: int, limit: int = 5000) -> list[tuple[int, str, str]]:
+        """``(id, model, request_id)`` of feedback above ``after_id`` that names no version yet, oldest first.
+
+        That is feedback whose request the process that received it had not answered: another
+        process or replica may have, and fills the version in (:meth:`resolve_feedback`).
+        """
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                select(feedback.c.id, models.c.name, feedback.c.request_id)
+                .join(models, models.c.id == feedback.c.model_id)
+                .where(feedback.c.id > after_id, feedback.c.version.is_(None))
+                .order_by(feedback.c.id)
+                .limit(limit)
+            )
+            return [(row.id, row.name, row.request_id) for row in rows]
+
+    def last_feedback_id(self) -> int:
+        """The newest feedback row's id (0 when there is none)."""
+        with self._engine.connect() as conn:
+            return int(conn.execute(select(func.max(feedback.c.id))).scalar_one() or 0)
+
+    def resolve_feedback(self, resolved: list[tuple[int, int, Any]]) -> int:
+        """Set ``(id, version, prediction)`` on feedback rows that still name no version; returns rows set."""
+        if not resolved:
+            return 0
+        done = 0
+        with store.append_transaction(self._engine) as conn:
+            for row_id, version, prediction in resolved:
+                try:
+                    encoded = None if prediction is None else json.dumps(prediction, allow_nan=False)
+                except (TypeError, ValueError):  # a NaN score: the version alone still counts
+                    encoded = None
+                result = conn.execute(
+                    update(feedback)
+                    .where(feedback.c.id == row_id, feedback.c.version.is_(None))
+                    .values(version=version, prediction=encoded)
+                )
+                done += result.rowcount
+        return done
 
 
 def _where(field: str | None, index: int) -> str:

@@ -25,6 +25,7 @@ from ferryman.registry.service import RegistryService
 from ferryman.runtimes import FRAMEWORKS, detect_framework, load_runtime
 from ferryman.runtimes.base import RuntimeConfig
 from ferryman.runtimes.samples import infer_signature, read_sample
+from ferryman.security.artifact_policy import ArtifactPolicy
 
 __all__ = ["IntakeRequest", "ModelIntake"]
 
@@ -41,6 +42,8 @@ class IntakeRequest:
     runtime_config: dict[str, Any] | None = None
     sample: Path | None = None
     created_by: str = "local"
+    #: ``ed25519:<key id>:<base64>`` over the artifact's sha256 (security/signing.py), if signed.
+    artifact_signature: str | None = None
 
 
 class ModelIntake:
@@ -52,8 +55,11 @@ class ModelIntake:
         artifacts: ArtifactStore,
         max_unpacked_bytes: int,
         config_checks: Sequence[Callable[[dict[str, Any]], None]] = (),
+        policy: ArtifactPolicy | None = None,
     ) -> None:
         self._registry = registry
+        # Signature and pickle rules (docs/security.md), checked before the artifact is interpreted.
+        self._policy = policy or ArtifactPolicy()
         self._artifacts = artifacts
         self._max_unpacked = max_unpacked_bytes
         # Checks of runtime_config owned by other layers (e.g. the batching block), run before loading.
@@ -67,6 +73,7 @@ class ModelIntake:
                 raise InvalidInput(f"unknown framework '{request.framework}'; expected one of {', '.join(FRAMEWORKS)}")
             for check in self._config_checks:
                 check(dict(request.runtime_config or {}))
+            artifact_signature = self._policy.check_signature(staged.sha256, request.artifact_signature)
             existing = self._registry.find_by_sha(request.name, staged.sha256)
             if existing is not None:
                 self._artifacts.discard(staged)
@@ -83,6 +90,7 @@ class ModelIntake:
             runtime_config=dict(request.runtime_config or {}),
             description=request.description,
             created_by=request.created_by,
+            artifact_signature=artifact_signature,
         )
         if created and profile is not None:
             # The reference for drift and data quality (docs/monitoring.md): the sample and the model's answers.
@@ -96,6 +104,7 @@ class ModelIntake:
         workdir = Path(tempfile.mkdtemp(prefix="inspect-", dir=staged.path.parent))
         try:
             path = self._lay_out(staged, workdir)
+            self._policy.check_format(path)
             framework = request.framework or detect_framework(path)
             runtime = load_runtime(path, framework, RuntimeConfig(options=dict(request.runtime_config or {})))
             try:

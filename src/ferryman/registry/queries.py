@@ -30,6 +30,7 @@ def version_record(model: str, row: Row[Any]) -> VersionRecord:
         description=row.description,
         created_by=row.created_by,
         created_at=row.created_at,
+        artifact_signature=row.artifact_signature,
     )
 
 

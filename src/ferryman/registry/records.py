@@ -85,6 +85,8 @@ class VersionRecord:
     description: str
     created_by: str
     created_at: datetime
+    #: ``ed25519:<key id>:<base64>`` over ``sha256`` (security/signing.py), None when unsigned.
+    artifact_signature: str | None = None
 
     @property
     def is_folder(self) -> bool:
@@ -105,6 +107,7 @@ class VersionRecord:
             "description": self.description,
             "created_by": self.created_by,
             "created_at": self.created_at.isoformat(),
+            "artifact_signature": self.artifact_signature,
         }
 
 

@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ferryman.errors import Conflict, NotFound
 from ferryman.registry import queries, references, store
+from ferryman.registry.alerts import AlertStore
 from ferryman.registry.alias_rollback import AliasRollback
 from ferryman.registry.api_keys import ApiKeys
 from ferryman.registry.artifacts import ArtifactStore, StagedArtifact
@@ -31,6 +32,7 @@ from ferryman.registry.core import (
     write_alias,
 )
 from ferryman.registry.feedback import FeedbackStore
+from ferryman.registry.feedback_windows import LabelledFeedback
 from ferryman.registry.profiles import ProfileStore
 from ferryman.registry.records import (
     AliasChange,
@@ -56,6 +58,7 @@ from ferryman.registry.store import (
 )
 from ferryman.registry.traffic_policies import TrafficPolicies
 from ferryman.registry.version_policies import VersionPolicies
+from ferryman.registry.webhooks import WebhookStore
 from ferryman.tensors import Signature
 
 __all__ = ["ChangeListener", "RegistryService"]
@@ -79,7 +82,17 @@ _MODEL_TABLES = (
 
 
 class RegistryService(
-    TrafficPolicies, VersionPolicies, Rollouts, AliasRollback, FeedbackStore, ApiKeys, AuditLog, ProfileStore
+    TrafficPolicies,
+    VersionPolicies,
+    Rollouts,
+    AliasRollback,
+    FeedbackStore,
+    ApiKeys,
+    AuditLog,
+    ProfileStore,
+    AlertStore,
+    WebhookStore,
+    LabelledFeedback,
 ):
     """Reads and writes the registry; the only code that changes it."""
 
@@ -182,6 +195,7 @@ class RegistryService(
         runtime_config: dict[str, Any],
         description: str = "",
         created_by: str = "local",
+        artifact_signature: str | None = None,
     ) -> tuple[VersionRecord, bool]:
         """Add ``staged`` as the model's next version, creating the model if needed.
 
@@ -204,6 +218,7 @@ class RegistryService(
                 "runtime_config": to_json(runtime_config, "runtime_config"),
                 "description": description,
                 "created_by": created_by,
+                "artifact_signature": artifact_signature,
             }
         except BaseException:
             self._artifacts.discard(staged)

@@ -3,7 +3,10 @@
 The same schema runs on SQLite (embedded default) and PostgreSQL. Writes go through
 :func:`write_transaction`, which takes the registry's write lock first (``BEGIN IMMEDIATE`` on
 SQLite, the ``registry_state`` row lock on PostgreSQL) and bumps ``registry_state.revision`` so
-other processes can poll one integer to learn that something changed.
+other processes can poll one integer to learn that something changed. On PostgreSQL the same
+transaction also sends ``NOTIFY ferryman_registry, '<revision>'`` (delivered at commit, never for a
+rolled-back write), which ``registry/notify.py`` listens for. A PostgreSQL server that cannot be
+reached surfaces as :class:`RegistryUnavailable` (503), not as a driver error.
 """
 
 from __future__ import annotations
@@ -36,12 +39,19 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.types import DateTime, TypeDecorator
 
+from ferryman.errors import NotReady
+
 __all__ = [
+    "CHANGE_CHANNEL",
     "MIGRATIONS_DIR",
+    "RegistryUnavailable",
     "UTCDateTime",
+    "alert_events",
+    "alert_rules",
+    "alert_states",
     "alias_history",
     "aliases",
     "api_keys",
@@ -60,6 +70,8 @@ __all__ = [
     "version_policies",
     "version_profiles",
     "versions",
+    "webhook_deliveries",
+    "webhooks",
     "write_transaction",
 ]
 
@@ -70,6 +82,17 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _WRITE_OPTION = "ferryman_write"
 # Arbitrary constant naming the PostgreSQL advisory lock that serialises schema upgrades.
 _UPGRADE_LOCK_ID = 0x66657279
+
+#: PostgreSQL NOTIFY channel carrying the new revision after every committed registry write.
+CHANGE_CHANNEL = "ferryman_registry"
+
+# Seconds a new PostgreSQL connection may take: an unreachable server must fail a management write
+# quickly (503), not hang it for the kernel's TCP timeout.
+_PG_CONNECT_TIMEOUT_S = 5
+
+
+class RegistryUnavailable(NotReady):
+    """The registry database cannot be reached (503); what is loaded keeps serving."""
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -130,6 +153,8 @@ versions = Table(
     Column("description", Text, nullable=False),
     Column("created_by", String(255), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+    # ``ed25519:<key id>:<base64>`` over the sha256 (security/signing.py); NULL when unsigned.
+    Column("artifact_signature", Text, nullable=True),
     UniqueConstraint("model_id", "number"),
     Index(None, "model_id", "sha256"),
 )
@@ -304,6 +329,79 @@ version_profiles = Table(
 )
 
 
+# Alerts (monitoring/alerts.py). A rule's definition is one JSON document (monitoring/alert_rules.py
+# validates it); its state per target (``model:version``) is one row, updated optimistically on
+# ``revision`` so that of several evaluating processes exactly one fires or resolves.
+alert_rules = Table(
+    "alert_rules",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("spec", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("created_by", String(255), nullable=False),
+)
+
+alert_states = Table(
+    "alert_states",
+    metadata,
+    Column("rule_id", Integer, ForeignKey("alert_rules.id"), primary_key=True, autoincrement=False),
+    Column("target", String(160), primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("value", Float, nullable=True),
+    Column("since", UTCDateTime, nullable=True),
+    Column("fired_at", UTCDateTime, nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("revision", Integer, nullable=False),
+)
+
+alert_events = Table(
+    "alert_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("rule_name", String(128), nullable=False),
+    Column("target", String(160), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("value", Float, nullable=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("payload", Text, nullable=False),
+    Index(None, "at"),
+)
+
+# Webhooks keep their secret in clear (it signs every delivery); the API never returns it.
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("url", Text, nullable=False),
+    Column("secret", String(255), nullable=False),
+    Column("min_severity", String(16), nullable=False),
+    # JSON list of model names and patterns whose events it receives; NULL means every model.
+    Column("models", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("created_by", String(255), nullable=False),
+)
+
+# The outbox: one row per (event, webhook), written with the event, claimed with a lease by the
+# process that sends it, so pending deliveries survive a restart and go out once.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("webhook_id", Integer, nullable=False),
+    Column("event_id", Integer, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("lease_until", UTCDateTime, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index(None, "state", "next_attempt_at"),
+)
+
+
 def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # Let SQLAlchemy emit BEGIN itself (see _begin_sqlite); sqlite3's legacy mode would not
     # open a transaction for SELECTs or DDL.
@@ -321,6 +419,20 @@ def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
+def _unavailable_on_connection_loss(context: ExceptionContext) -> None:
+    # No connection (it could not be opened) or a dropped one: the server is unreachable, which
+    # callers see as one 503 naming the registry, whatever the driver called it. A failed
+    # pre-ping is left alone: the pool handles it by opening a fresh connection.
+    if context.is_pre_ping:
+        return
+    if context.is_disconnect or context.connection is None:
+        reason = str(context.original_exception).strip().splitlines()[0] if context.original_exception else ""
+        raise RegistryUnavailable(
+            f"the registry database is unavailable ({reason}); models already loaded keep serving, "
+            "registry changes are refused until it is back — retry shortly"
+        ) from context.original_exception
+
+
 def _begin_sqlite(conn: Connection) -> None:
     # A deferred write transaction that read first fails at once with "database is locked" when
     # another writer got in between, without waiting on busy_timeout; taking the lock at BEGIN
@@ -333,7 +445,10 @@ def create_registry_engine(url: str) -> Engine:
     """Create the registry's engine; for SQLite, create the folder and configure the pragmas."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(parsed, pool_pre_ping=True)
+        connect_args = {"connect_timeout": _PG_CONNECT_TIMEOUT_S} if parsed.get_backend_name() == "postgresql" else {}
+        engine = create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
+        event.listen(engine, "handle_error", _unavailable_on_connection_loss)
+        return engine
     database = parsed.database
     if database and database != ":memory:" and not database.startswith("file:"):
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
@@ -347,15 +462,25 @@ def create_registry_engine(url: str) -> Engine:
 def write_transaction(engine: Engine, *, bump_revision: bool = True) -> Iterator[Connection]:
     """Open a transaction holding the registry's write lock; commit on success.
 
-    With ``bump_revision`` the revision is incremented first (that UPDATE is the lock on
-    PostgreSQL); without it the state row is only locked, for housekeeping that changes no
-    registry content (such as deciding whether a blob is still referenced).
+    With ``bump_revision`` the revision is incremented first (on PostgreSQL that UPDATE takes
+    the ``registry_state`` row lock, which every writer needs, so writers queue behind it until
+    the holder commits) and, on PostgreSQL, the new revision is NOTIFYed on :data:`CHANGE_CHANNEL`
+    in the same transaction. Without it the state row is only locked (SELECT ... FOR UPDATE), for
+    housekeeping that changes no registry content (such as deciding whether a blob is still
+    referenced).
     """
     with engine.connect() as conn:
         conn.execution_options(**{_WRITE_OPTION: True})
         with conn.begin():
             if bump_revision:
-                conn.execute(update(registry_state).values(revision=registry_state.c.revision + 1))
+                revision = conn.execute(
+                    update(registry_state)
+                    .values(revision=registry_state.c.revision + 1)
+                    .returning(registry_state.c.revision)
+                ).scalar_one()
+                if conn.dialect.name == "postgresql":
+                    notify = text("SELECT pg_notify(:channel, :payload)")
+                    conn.execute(notify, {"channel": CHANGE_CHANNEL, "payload": str(revision)})
             else:
                 conn.execute(select(registry_state.c.revision).with_for_update())
             yield conn
@@ -377,7 +502,7 @@ def append_transaction(engine: Engine) -> Iterator[Connection]:
 
 #: The newest migration's revision id; a test pins it to Alembic's own head. Comparing against it
 #: lets a server on a current schema start without importing Alembic (a few hundred ms here).
-SCHEMA_HEAD = "0004"
+SCHEMA_HEAD = "0006"
 
 
 def current_revisions(engine: Engine) -> set[str]:

@@ -183,7 +183,7 @@ def _read(path: Path) -> Any:
             )
         return load(path, trusted=untrusted)
     # Pickle formats run code from the file; servers that refuse them (allow_pickle: false) never get here.
-    return joblib.load(path)  # nosec B301 - pickle formats are opt-out by policy (security/artifact_policy.py)
+    return joblib.load(path)
 
 
 #: Packages whose types a .skops file may contain beyond skops' own safe defaults.

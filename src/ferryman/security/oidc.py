@@ -85,7 +85,7 @@ def _check_jwks_url(url: str) -> None:
 
 
 def _fetch_jwks(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url, timeout=_JWKS_TIMEOUT_S) as response:  # noqa: S310 (scheme checked)
+    with urllib.request.urlopen(url, timeout=_JWKS_TIMEOUT_S) as response:  # noqa: S310 (scheme checked)  # nosec B310
         document = json.loads(response.read(_MAX_JWKS_BYTES))
     if not isinstance(document, dict):
         raise ValueError("the JWKS document is not a JSON object")

@@ -41,6 +41,8 @@ class _Pending:
     arrival: float
     deadline: float | None
     future: asyncio.Future[Arrays] = field(repr=False)
+    #: Traced requests only: the batch's start and end (monotonic) and rows, for the trace's spans.
+    timing: list[float] | None = None
 
 
 class Batcher:
@@ -81,11 +83,17 @@ class Batcher:
         self.batch_rows = Histogram(BATCH_BUCKETS)
 
     async def submit(
-        self, inputs: Arrays, deadline: float | None = None, wanted: frozenset[str] | None = None
+        self,
+        inputs: Arrays,
+        deadline: float | None = None,
+        wanted: frozenset[str] | None = None,
+        *,
+        timing: list[float] | None = None,
     ) -> Arrays:
         """Queue one request (arrays sharing a first, batch dimension) and wait for its rows.
 
         ``wanted`` names the outputs the caller needs (None = all): a batch computes the union.
+        ``timing`` (traced requests) receives the batch's start and end (``time.monotonic()``) and rows.
         """
         if len(self._queue) >= self.policy.max_queue_size:
             self.shed += 1
@@ -95,10 +103,10 @@ class Batcher:
             self._admit(rows, deadline)
         loop = asyncio.get_running_loop()
         if self._solo_streak >= _SOLO_STREAK and not self._queue and not self._running and not self._ran_now:
-            results = self._run_now(inputs, rows, wanted, deadline, loop)
+            results = self._run_now(inputs, rows, wanted, deadline, loop, timing)
             if results is not None:
                 return results
-        pending = _Pending(inputs, rows, key, wanted, time.monotonic(), deadline, loop.create_future())
+        pending = _Pending(inputs, rows, key, wanted, time.monotonic(), deadline, loop.create_future(), timing)
         self._queue.append(pending)
         self._queued_rows += rows
         if not self._dispatch_scheduled:
@@ -119,6 +127,7 @@ class Batcher:
         wanted: frozenset[str] | None,
         deadline: float | None,
         loop: asyncio.AbstractEventLoop,
+        timing: list[float] | None = None,
     ) -> Arrays | None:
         """Answer a lone caller synchronously: no future, no wake-up, no extra loop pass (None = queue it).
 
@@ -136,7 +145,11 @@ class Batcher:
         self._running += 1
         try:
             self.queue_seconds.observe(0.0)
+            if timing is not None:
+                timing.append(time.monotonic())
             results, elapsed = self._timed_predict(inputs, wanted)
+            if timing is not None:
+                timing.extend((time.monotonic(), rows))
             self._observe(rows, elapsed)
             self.inline_batches += 1
             self.batches += 1
@@ -300,6 +313,8 @@ class Batcher:
         now = time.monotonic()
         for item in batch:
             self.queue_seconds.observe(now - item.arrival)
+            if item.timing is not None:
+                item.timing.append(now)
         return merged, rows, union(batch)
 
     def _timed_predict(self, merged: Arrays, wanted: frozenset[str] | None) -> tuple[Arrays, float]:
@@ -314,6 +329,10 @@ class Batcher:
     def _deliver(self, results: Arrays, batch: list[_Pending], rows: int) -> None:
         self.batches += 1
         self.rows += rows
+        now = time.monotonic()
+        for item in batch:
+            if item.timing is not None:
+                item.timing.extend((now, rows))
         split(results, batch, rows, self._label)
 
     async def _run(self, batch: list[_Pending]) -> None:

@@ -1,10 +1,11 @@
 """What an experiment needs to remember about served predictions, per process.
 
-For models under a traffic policy or a rollout, every answered request is recorded here: which
-version served which request id, with its prediction (the first output's value, for one-row
-requests), so that feedback — which names only the request id — can be joined to the version and
-prediction it is about; and a per-version tally of predictions (class counts, or a running
-mean/variance for numbers) for the experiment report's prediction distribution. Both are
+Every answered request is put in a ledger here: which version served which request id, with its
+prediction (the first output's value, for one-row requests), so that feedback — which names only
+the request id — can be joined to the version and prediction it is about (by this process, or by
+another one's ``FeedbackResolver``). For models under a traffic policy or a rollout, a per-version
+tally of predictions (class counts, or a running mean/variance for numbers) feeds the experiment
+report's prediction distribution. Both are
 bounded: the ledger keeps the latest ``capacity`` requests, a tally at most ``max_classes`` classes.
 """
 
@@ -96,11 +97,16 @@ class ExperimentRecorder:
         if tally is None:
             tally = self._tallies[(model, version)] = _Tally()
         tally.add(values, self._max_classes)
-        if request_id is None:
+        self.remember(request_id, model, version, first)
+
+    def remember(self, request_id: str | None, model: str, version: int, first: np.ndarray[Any, Any] | None) -> None:
+        """Put one answered request in the ledger (every model's requests; ``first`` is its first output)."""
+        if request_id is None or first is None:
             return
         prediction = None
         if first.ndim and first.shape[0] == 1:
-            value = first[0].tolist()  # a scalar for a label, a list for a row of scores
+            # A scalar for a label, a list for a row of scores, the object itself for BYTES.
+            value = first[:1].tolist()[0]
             prediction = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
         ledger = self._ledger
         ledger[request_id] = Served(model, version, prediction)

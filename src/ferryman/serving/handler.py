@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from concurrent.futures import Executor
@@ -11,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from ferryman.errors import DeadlineExceeded, FerrymanError, InvalidInput, ModelFailed, NotFound
+from ferryman.monitoring import tracing
 from ferryman.monitoring.metrics import RequestMetrics, outcome_of
 from ferryman.runtimes.base import run_predict
 from ferryman.serving.catalog import CatalogModel
@@ -50,6 +52,10 @@ class InferenceHandler:
         #: Sampled copies of answers for drift, data quality and payload logs (set by app.py; None = off).
         self.monitor: MonitoringTap | None = None
 
+    def protocol_outcomes(self, protocol: str) -> dict[str, int]:
+        """Outcome counters for one protocol adapter (``ferryman_protocol_requests_total``), bound once."""
+        return self._metrics.protocol(protocol)
+
     def record_unrouted(self, error: Exception) -> None:
         """Count a request that failed before reaching a model version (bad body, unknown model)."""
         self._metrics.unrouted[outcome_of(error)] += 1
@@ -75,6 +81,8 @@ class InferenceHandler:
     async def infer(self, request: InferenceRequest) -> InferenceResponse:
         """Serve one inference request; raises a FerrymanError subclass on any failure."""
         started = time.perf_counter()
+        tracer = tracing.TRACER if tracing.TRACER is None else tracing.recording_tracer()
+        route_span = tracer.start_span("ferryman.route") if tracer is not None else None
         try:
             model = await self.model(request.model_name)
             shadow = None
@@ -86,7 +94,11 @@ class InferenceHandler:
                 loaded = await self._acquire(request.model_name, target.version)
         except FerrymanError as exc:
             self._metrics.unrouted[outcome_of(exc)] += 1
+            if route_span is not None:
+                tracing.end_route(route_span, None, exc)
             raise
+        if route_span is not None:
+            tracing.end_route(route_span, loaded, None)
         stats = self._metrics.stats(loaded.model, str(loaded.version))
         stats.inflight += 1
         outcome = "failed"
@@ -104,7 +116,12 @@ class InferenceHandler:
             stats.latency.observe(time.perf_counter() - started)
         if self.monitor is not None:
             self.monitor.offer(request, response, loaded.model, loaded.version, started)
-        if model.traffic is not None or model.rollout is not None:
+        if model.traffic is None and model.rollout is None:
+            # Feedback may name this request later: remember who answered it and what (a bounded ledger).
+            self.experiments.remember(
+                request.request_id, loaded.model, loaded.version, next(iter(response.outputs.values()), None)
+            )
+        else:
             self.experiments.record(request.request_id, loaded.model, loaded.version, response.outputs)
             if shadow is not None and shadow != loaded.version:
                 self.shadows.submit(request, response, shadow)
@@ -141,14 +158,23 @@ class InferenceHandler:
                 return InferenceResponse(
                     loaded.model, str(loaded.version), dict(hit.outputs), dict(hit.datatypes), id=request.id
                 )
+            tracer = tracing.TRACER if tracing.TRACER is None else tracing.recording_tracer()
             if loaded.batcher is not None:
-                results = await loaded.batcher.submit(inputs, request.deadline, wanted)
+                if tracer is None:
+                    results = await loaded.batcher.submit(inputs, request.deadline, wanted)
+                else:
+                    results = await tracing.traced_submit(tracer, loaded.batcher, inputs, request.deadline, wanted)
             else:
                 if request.deadline is not None and request.deadline <= time.monotonic():
                     raise DeadlineExceeded(f"{loaded.label}: the request's deadline passed before it could run")
-                results = await asyncio.get_running_loop().run_in_executor(
-                    self._executor, _predict, loaded, inputs, wanted
-                )
+                if tracer is None:
+                    # In a copy of the request's context, so the model's log lines carry its request id.
+                    results = await asyncio.get_running_loop().run_in_executor(
+                        self._executor, contextvars.copy_context().run, _predict, loaded, inputs, wanted
+                    )
+                else:
+                    rows = _batch_size(inputs)
+                    results = await tracing.traced_call(tracer, self._executor, rows, _predict, loaded, inputs, wanted)
         except DeadlineExceeded:
             fallback = parse_fallback(self._manager.model(loaded.model).versions[loaded.version].runtime_config)
             if fallback is None:

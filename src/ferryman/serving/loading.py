@@ -24,6 +24,7 @@ from ferryman.errors import InvalidInput, ModelFailed
 from ferryman.registry.artifacts import ArtifactStore
 from ferryman.runtimes import load_runtime
 from ferryman.runtimes.base import Runtime, RuntimeConfig
+from ferryman.security.artifact_policy import ArtifactPolicy
 from ferryman.serving.catalog import CatalogVersion
 from ferryman.serving.memory import MemorySnapshot, artifact_bytes, release_memory
 from ferryman.serving.workers import ProcessPoolRuntime
@@ -39,13 +40,22 @@ __all__ = [
 ]
 
 
-def locate_artifact(entry: CatalogVersion, artifacts: ArtifactStore) -> tuple[Path, int]:
-    """The verified, loadable path of a version's artifact and its size on disk."""
+def locate_artifact(
+    entry: CatalogVersion, artifacts: ArtifactStore, policy: ArtifactPolicy | None = None
+) -> tuple[Path, int]:
+    """The verified, loadable path of a version's artifact and its size on disk.
+
+    Right after the sha256 check, ``policy`` checks the version's signature and format
+    (``require_signed_models``, ``allow_pickle``) before any runtime reads the artifact.
+    """
     if entry.path is not None:
         path = entry.path
     else:
         assert entry.filename is not None  # registry versions always carry their blob name
         path = artifacts.materialize(entry.sha256, entry.filename)
+    if policy is not None:
+        policy.check_signature(entry.sha256, entry.record.artifact_signature if entry.record else None)
+        policy.check_format(path)
     return path, artifact_bytes(path)
 
 

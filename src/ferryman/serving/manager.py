@@ -25,8 +25,10 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from ferryman.errors import FerrymanError, ModelFailed, NotFound, Overloaded
+from ferryman.monitoring.metrics import LOAD_BUCKETS, Histogram
 from ferryman.registry.artifacts import ArtifactStore
 from ferryman.runtimes.base import Runtime, run_predict
+from ferryman.security.artifact_policy import ArtifactPolicy
 from ferryman.serving.batch_policy import BatchPolicy
 from ferryman.serving.batcher import Batcher, batcher_for
 from ferryman.serving.cache import CacheLimits, ResponseCache, cache_for
@@ -108,8 +110,11 @@ class ModelManager:
         *,
         budget: MemoryBudget | None = None,
         cache_defaults: CacheLimits | None = None,
+        artifact_policy: ArtifactPolicy | None = None,
     ) -> None:
         self._catalog = catalog
+        #: Signature and pickle rules checked on every load, after the sha256 (docs/security.md).
+        self._artifact_policy = artifact_policy
         self._artifacts = artifacts
         self._executor = executor
         self._inference_executor = inference_executor
@@ -131,6 +136,9 @@ class ModelManager:
         self.cold_starts = 0
         self.evictions = 0
         self.load_failures = 0
+        #: Per version, for metrics: failed loads, and how long each successful load took.
+        self.version_load_failures: dict[Key, int] = {}
+        self.version_load_seconds: dict[Key, Histogram] = {}
         self._keeper = VersionKeeper(self)
 
     # -- lookups on the request path -------------------------------------------------------------
@@ -247,7 +255,7 @@ class ModelManager:
         key = (entry.model, entry.version)
         label = f"model '{entry.model}' version {entry.version}"
         started = time.monotonic()
-        path, floor = await self._guarded(entry, label, locate_artifact, entry, self._artifacts)
+        path, floor = await self._guarded(entry, label, locate_artifact, entry, self._artifacts, self._artifact_policy)
         located = time.monotonic()
         freed = await self._make_room(label, self._budget.expected(key, entry.sha256, floor), requester)
         resumed = time.monotonic()
@@ -290,6 +298,7 @@ class ModelManager:
         self._failures.pop(key, None)
         self._evicted.pop(key, None)
         self._load_stats[key] = (seconds, memory)
+        self.version_load_seconds.setdefault(key, Histogram(LOAD_BUCKETS)).observe(seconds)
         self._loaded[key] = loaded
         if requester is not None:
             self.cold_starts += 1
@@ -310,6 +319,7 @@ class ModelManager:
             reason = exc.message if isinstance(exc, FerrymanError) else f"{type(exc).__name__}: {exc}"
             message = f"{label} cannot be loaded: {reason}"
             self.load_failures += 1
+            self.version_load_failures[key] = self.version_load_failures.get(key, 0) + 1
             self._failures[key] = (entry.sha256, message)
             self._evicted.pop(key, None)
             # Our own errors explain themselves; anything else deserves its traceback in the log.

@@ -21,6 +21,7 @@ Answers from a fallback are not the model's own and are skipped.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import random
@@ -29,7 +30,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from prometheus_client.core import Metric
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from ferryman.config import Settings
 from ferryman.errors import FerrymanError
@@ -140,7 +141,7 @@ class MonitoringTap:
         self.sample_rate = sample_rate
         self._runtime_config = runtime_config
         self._routes: dict[tuple[str, int], _Route] = {}
-        self._random = random.Random(seed)  # noqa: S311 - sampling, not secrets
+        self._random = random.Random(seed)  # noqa: S311 - sampling, not secrets  # nosec B311
 
     def offer(
         self, request: InferenceRequest, response: InferenceResponse, model: str, version: int, started: float
@@ -220,7 +221,11 @@ class MonitoringTap:
         monitors = pipeline.monitors() if pipeline is not None else []
         dropped = pipeline.dropped if pipeline is not None else 0
         queued = pipeline.queued if pipeline is not None else 0
-        return monitoring_families(monitors, dropped, queued, self.payloads.counts())
+        payload_queue = GaugeMetricFamily(
+            "ferryman_payload_queue_records", "Payload-log records waiting for the writer thread."
+        )
+        payload_queue.add_metric([], self.payloads.queued)
+        return itertools.chain(monitoring_families(monitors, dropped, queued, self.payloads.counts()), (payload_queue,))
 
     def rejected(self, model: str, version: int, error: FerrymanError) -> None:
         """Count a request validation refused, under the input field its message names."""

@@ -135,7 +135,7 @@ def compile_policy(
         version = resolve(entry.target)
         split[version] = split.get(version, 0.0) + entry.weight
     shadow = resolve(policy.shadow.target) if policy.shadow is not None else None
-    generator = rng if rng is not None else random.Random()  # noqa: S311 - routing, not cryptography
+    generator = rng if rng is not None else random.Random()  # noqa: S311 - routing, not cryptography  # nosec B311
     bandit = None
     if policy.bandit is not None:
         arms = list(dict.fromkeys(resolve(arm) for arm in policy.bandit.arms))
