@@ -6,9 +6,9 @@ One ``ferryman serve`` process per configuration, all on one registry (W1, logis
 20 features, pushed with a 1,000-row sample so drift and data quality run against a stored profile):
 
 - ``off``: ``monitoring_enabled: false``, no payload log;
-- ``rate 1.0``: every request monitored (drift windows, quality counters);
-- ``rate <default>``: the default ``monitoring_sample_rate``;
-- ``default + payload log 0.1``: the default rate, on a copy of W1 whose runtime config logs 10% of
+- ``every request``: rate 1.0 and no sampling budget (drift windows, quality counters on every request);
+- ``defaults``: the default ``monitoring_sample_rate`` and ``monitoring_max_samples_per_second``;
+- ``defaults + payload log 0.1``: the defaults, on a copy of W1 whose runtime config logs 10% of
   its requests to JSONL (everything on).
 
 Then, in ``--runs`` rounds, each server is driven alone with wrk (c32, one-row JSON requests) for
@@ -54,6 +54,9 @@ def _push(base: str, name: str, path: Path, sample: Path, runtime_config: dict[s
     response.raise_for_status()
 
 
+_BUDGET = "FERRYMAN_MONITORING_MAX_SAMPLES_PER_SECOND"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=9)
@@ -62,11 +65,12 @@ def main() -> None:
     args = parser.parse_args()
 
     default_rate = Settings().monitoring_sample_rate
+    default_budget = Settings().monitoring_max_samples_per_second
     configs: list[tuple[str, str, dict[str, str]]] = [
         ("off", "w1", {"FERRYMAN_MONITORING_ENABLED": "false"}),
-        ("rate 1.0", "w1", {"FERRYMAN_MONITORING_SAMPLE_RATE": "1"}),
-        (f"rate {default_rate:g} (default)", "w1", {}),
-        (f"rate {default_rate:g} + payload log 0.1", "w1p", {}),
+        ("every request (rate 1.0, no budget)", "w1", {"FERRYMAN_MONITORING_SAMPLE_RATE": "1", _BUDGET: "0"}),
+        (f"defaults (rate {default_rate:g}, {default_budget:g}/s budget)", "w1", {}),
+        ("defaults + payload log 0.1 (everything on)", "w1p", {}),
     ]
     models_dir = bench_dir() / "models"
     models_dir.mkdir(parents=True, exist_ok=True)

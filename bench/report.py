@@ -317,8 +317,8 @@ def _targets(doc: dict[str, Any]) -> list[str]:
                 "`ferryman serve` with the two demo models: ready time (median of runs) / idle RSS",
                 "peer-bench.md: MLServer start-up 5.8 s (KServe 3.1 s, TorchServe 4.9-6.6 s; other day, other models)",
                 f"{statistics.median(ready):.2f} s / {statistics.median(rss):.0f} MB",
-                "-",
-                "-",
+                "ready ≤ 2 s",
+                _verdict(statistics.median(ready), 2.0, False),
             ]
         )
     lines = [
