@@ -1,52 +1,48 @@
-"""Registry tables (SQLAlchemy Core), the engine factory and programmatic Alembic upgrades.
-
-The same schema runs on SQLite (embedded default) and PostgreSQL. Writes go through
-:func:`write_transaction`, which takes the registry's write lock first (``BEGIN IMMEDIATE`` on
-SQLite, the ``registry_state`` row lock on PostgreSQL) and bumps ``registry_state.revision`` so
-other processes can poll one integer to learn that something changed. On PostgreSQL the same
-transaction also sends ``NOTIFY ferryman_registry, '<revision>'`` (delivered at commit, never for a
-rolled-back write), which ``registry/notify.py`` listens for. A PostgreSQL server that cannot be
-reached surfaces as :class:`RegistryUnavailable` (503), not as a driver error.
+"""The registry's storage in one import: its tables (``registry/schema.py``) and its engine,
+transactions and migrations (``registry/engine.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
-
-from sqlalchemy import (
-    BigInteger,
-    Column,
-    Connection,
-    Dialect,
-    Engine,
-    Float,
-    ForeignKey,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    UniqueConstraint,
-    create_engine,
-    event,
-    inspect,
-    select,
-    text,
-    update,
+from ferryman.registry.engine import (
+    CHANGE_CHANNEL,
+    MIGRATIONS_DIR,
+    SCHEMA_HEAD,
+    RegistryUnavailable,
+    append_transaction,
+    create_registry_engine,
+    current_revisions,
+    upgrade_to_head,
+    write_transaction,
 )
-from sqlalchemy.engine import ExceptionContext, make_url
-from sqlalchemy.types import DateTime, TypeDecorator
-
-from ferryman.errors import NotReady
+from ferryman.registry.schema import (
+    UTCDateTime,
+    alert_events,
+    alert_rules,
+    alert_states,
+    alias_history,
+    aliases,
+    api_keys,
+    audit_log,
+    audit_state,
+    feedback,
+    metadata,
+    models,
+    registry_state,
+    rollouts,
+    traffic_policies,
+    traffic_policy_history,
+    version_policies,
+    version_profiles,
+    versions,
+    webhook_deliveries,
+    webhooks,
+)
 
 __all__ = [
     "CHANGE_CHANNEL",
     "MIGRATIONS_DIR",
+    "SCHEMA_HEAD",
     "RegistryUnavailable",
     "UTCDateTime",
     "alert_events",
@@ -59,6 +55,7 @@ __all__ = [
     "audit_log",
     "audit_state",
     "create_registry_engine",
+    "current_revisions",
     "feedback",
     "metadata",
     "models",
@@ -74,464 +71,3 @@ __all__ = [
     "webhooks",
     "write_transaction",
 ]
-
-#: Folder holding ``env.py`` and ``versions/`` of the registry's Alembic migrations.
-MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-
-# Execution option that makes the SQLite "begin" hook take the write lock up front.
-_WRITE_OPTION = "ferryman_write"
-# Arbitrary constant naming the PostgreSQL advisory lock that serialises schema upgrades.
-_UPGRADE_LOCK_ID = 0x66657279
-
-#: PostgreSQL NOTIFY channel carrying the new revision after every committed registry write.
-CHANGE_CHANNEL = "ferryman_registry"
-
-# Seconds a new PostgreSQL connection may take: an unreachable server must fail a management write
-# quickly (503), not hang it for the kernel's TCP timeout.
-_PG_CONNECT_TIMEOUT_S = 5
-
-
-class RegistryUnavailable(NotReady):
-    """The registry database cannot be reached (503); what is loaded keeps serving."""
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """A timestamp stored in UTC and always read back timezone-aware (SQLite drops the zone)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        """Convert to UTC; SQLite stores it naive."""
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("registry timestamps must be timezone-aware")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        """Attach UTC to naive values read from SQLite."""
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-metadata = MetaData(
-    naming_convention={
-        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-        "pk": "pk_%(table_name)s",
-        "ck": "ck_%(table_name)s_%(constraint_name)s",
-    }
-)
-
-models = Table(
-    "models",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("name", String(128), nullable=False, unique=True),
-    Column("description", Text, nullable=False),
-    Column("created_at", UTCDateTime, nullable=False),
-    # Highest version number ever given out, so a deleted number is never reused.
-    Column("last_version", Integer, nullable=False, server_default=text("0")),
-)
-
-versions = Table(
-    "versions",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("model_id", Integer, ForeignKey("models.id"), nullable=False),
-    Column("number", Integer, nullable=False),
-    Column("framework", String(64), nullable=False),
-    Column("sha256", String(64), nullable=False),
-    Column("size", BigInteger, nullable=False),
-    Column("filename", String(255), nullable=False),
-    Column("signature", Text, nullable=False),
-    Column("runtime_config", Text, nullable=False),
-    Column("description", Text, nullable=False),
-    Column("created_by", String(255), nullable=False),
-    Column("created_at", UTCDateTime, nullable=False),
-    # ``ed25519:<key id>:<base64>`` over the sha256 (security/signing.py); NULL when unsigned.
-    Column("artifact_signature", Text, nullable=True),
-    UniqueConstraint("model_id", "number"),
-    Index(None, "model_id", "sha256"),
-)
-
-aliases = Table(
-    "aliases",
-    metadata,
-    Column("model_id", Integer, ForeignKey("models.id"), primary_key=True),
-    Column("name", String(64), primary_key=True),
-    Column("version_number", Integer, nullable=False),
-    Column("updated_at", UTCDateTime, nullable=False),
-    Column("updated_by", String(255), nullable=False),
-)
-
-alias_history = Table(
-    "alias_history",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("model_id", Integer, ForeignKey("models.id"), nullable=False),
-    Column("alias", String(64), nullable=False),
-    Column("from_version", Integer, nullable=True),
-    Column("to_version", Integer, nullable=True),
-    Column("changed_by", String(255), nullable=False),
-    Column("changed_at", UTCDateTime, nullable=False),
-    Index(None, "model_id", "alias"),
-)
-
-registry_state = Table(
-    "registry_state",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
-    Column("revision", Integer, nullable=False),
-)
-
-# One row per model that ever had a traffic policy. Clearing keeps the row (policy NULL) so the
-# revision — the policy's ETag — only ever grows and an old If-Match can never match again.
-traffic_policies = Table(
-    "traffic_policies",
-    metadata,
-    Column("model_id", Integer, ForeignKey("models.id"), primary_key=True, autoincrement=False),
-    Column("policy", Text, nullable=True),
-    Column("revision", Integer, nullable=False),
-    Column("updated_at", UTCDateTime, nullable=False),
-    Column("updated_by", String(255), nullable=False),
-)
-
-traffic_policy_history = Table(
-    "traffic_policy_history",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("model_id", Integer, ForeignKey("models.id"), nullable=False),
-    Column("revision", Integer, nullable=False),
-    Column("old_policy", Text, nullable=True),
-    Column("new_policy", Text, nullable=True),
-    Column("changed_by", String(255), nullable=False),
-    Column("changed_at", UTCDateTime, nullable=False),
-    Index(None, "model_id"),
-)
-
-version_policies = Table(
-    "version_policies",
-    metadata,
-    Column("model_id", Integer, ForeignKey("models.id"), primary_key=True, autoincrement=False),
-    Column("policy", Text, nullable=False),
-    Column("updated_at", UTCDateTime, nullable=False),
-    Column("updated_by", String(255), nullable=False),
-)
-
-rollouts = Table(
-    "rollouts",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("model_id", Integer, ForeignKey("models.id"), nullable=False),
-    Column("alias", String(64), nullable=False),
-    Column("from_version", Integer, nullable=False),
-    Column("to_version", Integer, nullable=False),
-    Column("steps", Text, nullable=False),
-    Column("step_index", Integer, nullable=False),
-    Column("interval_s", Float, nullable=False),
-    Column("guards", Text, nullable=False),
-    Column("state", String(16), nullable=False),
-    Column("reason", Text, nullable=False),
-    Column("step_started_at", UTCDateTime, nullable=False),
-    Column("created_by", String(255), nullable=False),
-    Column("created_at", UTCDateTime, nullable=False),
-    Column("updated_at", UTCDateTime, nullable=False),
-    # The registry revision of the rollout's latest write: unique across rollouts, so an
-    # expected revision can never match a newer rollout of the same model.
-    Column("revision", Integer, nullable=False),
-    Index(None, "model_id"),
-)
-
-feedback = Table(
-    "feedback",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("model_id", Integer, ForeignKey("models.id"), nullable=False),
-    Column("request_id", String(255), nullable=False),
-    Column("version", Integer, nullable=True),
-    Column("reward", Float, nullable=True),
-    Column("label", Text, nullable=True),
-    # What the version predicted for that request (JSON), when the server still knew it: the join
-    # that live accuracy and label-driven bandit rewards need.
-    Column("prediction", Text, nullable=True),
-    Column("received_at", UTCDateTime, nullable=False),
-    Index(None, "model_id", "request_id"),
-)
-
-
-# API keys: only the hash of a key is stored (security/keys.py says why SHA-256 suffices).
-# Revoked keys stay, so a refusal can say "revoked" in the audit trail and lineage survives.
-api_keys = Table(
-    "api_keys",
-    metadata,
-    Column("key_id", String(32), primary_key=True),
-    Column("secret_hash", String(128), nullable=False),
-    Column("name", String(255), nullable=False),
-    Column("role", String(16), nullable=False),
-    # JSON list of model names and patterns; NULL means every model.
-    Column("models", Text, nullable=True),
-    Column("created_at", UTCDateTime, nullable=False),
-    Column("created_by", String(255), nullable=False),
-    Column("expires_at", UTCDateTime, nullable=True),
-    Column("revoked_at", UTCDateTime, nullable=True),
-    Column("revoked_by", String(255), nullable=True),
-    Column("last_used_at", UTCDateTime, nullable=True),
-    # The key this one was rotated from.
-    Column("replaces", String(32), nullable=True),
-)
-
-# The audit trail, a hash chain (security/audit.py). ``seq`` is handed out from audit_state, not
-# by an autoincrement: gap-free, so a gap can only mean a deleted record.
-audit_log = Table(
-    "audit_log",
-    metadata,
-    Column("seq", BigInteger, primary_key=True, autoincrement=False),
-    Column("at", UTCDateTime, nullable=False),
-    Column("principal", String(255), nullable=False),
-    Column("action", String(64), nullable=False),
-    Column("target", String(512), nullable=False),
-    Column("outcome", String(16), nullable=False),
-    Column("source_address", String(128), nullable=False),
-    Column("details", Text, nullable=False),
-    Column("prev_hash", String(64), nullable=False),
-    Column("hash", String(64), nullable=False),
-    Index(None, "principal"),
-    Index(None, "at"),
-)
-
-# The chain's head, one row: appenders lock it (FOR UPDATE on PostgreSQL) to serialise, and
-# verification compares the chain's last record with it, so a deleted tail is noticed too.
-audit_state = Table(
-    "audit_state",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
-    Column("last_seq", BigInteger, nullable=False),
-    Column("last_hash", String(64), nullable=False),
-)
-
-
-# A version's reference profile (monitoring/profile.py): from the sample pushed with it, or learned
-# from its first requests. Written with append transactions, so learning one at traffic time does
-# not make every process rebuild its catalog. Keyed by model id and number: numbers are never reused.
-version_profiles = Table(
-    "version_profiles",
-    metadata,
-    Column("model_id", Integer, ForeignKey("models.id"), primary_key=True, autoincrement=False),
-    Column("version", Integer, primary_key=True, autoincrement=False),
-    Column("source", String(16), nullable=False),
-    Column("profile", Text, nullable=False),
-    Column("created_at", UTCDateTime, nullable=False),
-)
-
-
-# Alerts (monitoring/alerts.py). A rule's definition is one JSON document (monitoring/alert_rules.py
-# validates it); its state per target (``model:version``) is one row, updated optimistically on
-# ``revision`` so that of several evaluating processes exactly one fires or resolves.
-alert_rules = Table(
-    "alert_rules",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("name", String(128), nullable=False, unique=True),
-    Column("spec", Text, nullable=False),
-    Column("created_at", UTCDateTime, nullable=False),
-    Column("created_by", String(255), nullable=False),
-)
-
-alert_states = Table(
-    "alert_states",
-    metadata,
-    Column("rule_id", Integer, ForeignKey("alert_rules.id"), primary_key=True, autoincrement=False),
-    Column("target", String(160), primary_key=True),
-    Column("state", String(16), nullable=False),
-    Column("value", Float, nullable=True),
-    Column("since", UTCDateTime, nullable=True),
-    Column("fired_at", UTCDateTime, nullable=True),
-    Column("updated_at", UTCDateTime, nullable=False),
-    Column("revision", Integer, nullable=False),
-)
-
-alert_events = Table(
-    "alert_events",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("rule_name", String(128), nullable=False),
-    Column("target", String(160), nullable=False),
-    Column("kind", String(16), nullable=False),
-    Column("severity", String(16), nullable=False),
-    Column("value", Float, nullable=True),
-    Column("at", UTCDateTime, nullable=False),
-    Column("payload", Text, nullable=False),
-    Index(None, "at"),
-)
-
-# Webhooks keep their secret in clear (it signs every delivery); the API never returns it.
-webhooks = Table(
-    "webhooks",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("name", String(128), nullable=False, unique=True),
-    Column("url", Text, nullable=False),
-    Column("secret", String(255), nullable=False),
-    Column("min_severity", String(16), nullable=False),
-    # JSON list of model names and patterns whose events it receives; NULL means every model.
-    Column("models", Text, nullable=True),
-    Column("created_at", UTCDateTime, nullable=False),
-    Column("created_by", String(255), nullable=False),
-)
-
-# The outbox: one row per (event, webhook), written with the event, claimed with a lease by the
-# process that sends it, so pending deliveries survive a restart and go out once.
-webhook_deliveries = Table(
-    "webhook_deliveries",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("webhook_id", Integer, nullable=False),
-    Column("event_id", Integer, nullable=False),
-    Column("state", String(16), nullable=False),
-    Column("attempts", Integer, nullable=False),
-    Column("next_attempt_at", UTCDateTime, nullable=False),
-    Column("lease_until", UTCDateTime, nullable=True),
-    Column("last_error", Text, nullable=True),
-    Column("updated_at", UTCDateTime, nullable=False),
-    Index(None, "state", "next_attempt_at"),
-)
-
-
-def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # Let SQLAlchemy emit BEGIN itself (see _begin_sqlite); sqlite3's legacy mode would not
-    # open a transaction for SELECTs or DDL.
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    try:
-        for pragma in (
-            "journal_mode=WAL",
-            "foreign_keys=ON",
-            "busy_timeout=5000",
-            "synchronous=NORMAL",
-        ):
-            cursor.execute(f"PRAGMA {pragma}")
-    finally:
-        cursor.close()
-
-
-def _unavailable_on_connection_loss(context: ExceptionContext) -> None:
-    # No connection (it could not be opened) or a dropped one: the server is unreachable, which
-    # callers see as one 503 naming the registry, whatever the driver called it. A failed
-    # pre-ping is left alone: the pool handles it by opening a fresh connection.
-    if context.is_pre_ping:
-        return
-    if context.is_disconnect or context.connection is None:
-        reason = str(context.original_exception).strip().splitlines()[0] if context.original_exception else ""
-        raise RegistryUnavailable(
-            f"the registry database is unavailable ({reason}); models already loaded keep serving, "
-            "registry changes are refused until it is back — retry shortly"
-        ) from context.original_exception
-
-
-def _begin_sqlite(conn: Connection) -> None:
-    # A deferred write transaction that read first fails at once with "database is locked" when
-    # another writer got in between, without waiting on busy_timeout; taking the lock at BEGIN
-    # makes concurrent writers queue instead.
-    immediate = conn.get_execution_options().get(_WRITE_OPTION, False)
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-
-def create_registry_engine(url: str) -> Engine:
-    """Create the registry's engine; for SQLite, create the folder and configure the pragmas."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        connect_args = {"connect_timeout": _PG_CONNECT_TIMEOUT_S} if parsed.get_backend_name() == "postgresql" else {}
-        engine = create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
-        event.listen(engine, "handle_error", _unavailable_on_connection_loss)
-        return engine
-    database = parsed.database
-    if database and database != ":memory:" and not database.startswith("file:"):
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(parsed)
-    event.listen(engine, "connect", _set_sqlite_pragmas)
-    event.listen(engine, "begin", _begin_sqlite)
-    return engine
-
-
-@contextmanager
-def write_transaction(engine: Engine, *, bump_revision: bool = True) -> Iterator[Connection]:
-    """Open a transaction holding the registry's write lock; commit on success.
-
-    With ``bump_revision`` the revision is incremented first (on PostgreSQL that UPDATE takes
-    the ``registry_state`` row lock, which every writer needs, so writers queue behind it until
-    the holder commits) and, on PostgreSQL, the new revision is NOTIFYed on :data:`CHANGE_CHANNEL`
-    in the same transaction. Without it the state row is only locked (SELECT ... FOR UPDATE), for
-    housekeeping that changes no registry content (such as deciding whether a blob is still
-    referenced).
-    """
-    with engine.connect() as conn:
-        conn.execution_options(**{_WRITE_OPTION: True})
-        with conn.begin():
-            if bump_revision:
-                revision = conn.execute(
-                    update(registry_state)
-                    .values(revision=registry_state.c.revision + 1)
-                    .returning(registry_state.c.revision)
-                ).scalar_one()
-                if conn.dialect.name == "postgresql":
-                    notify = text("SELECT pg_notify(:channel, :payload)")
-                    conn.execute(notify, {"channel": CHANGE_CHANNEL, "payload": str(revision)})
-            else:
-                conn.execute(select(registry_state.c.revision).with_for_update())
-            yield conn
-
-
-@contextmanager
-def append_transaction(engine: Engine) -> Iterator[Connection]:
-    """A write transaction for appended data (feedback) that does not change the registry.
-
-    It takes SQLite's write lock at BEGIN, like every writer there, but neither bumps nor locks
-    ``registry_state``: appends must not make every process rebuild its catalog, nor queue
-    behind registry writes on PostgreSQL.
-    """
-    with engine.connect() as conn:
-        conn.execution_options(**{_WRITE_OPTION: True})
-        with conn.begin():
-            yield conn
-
-
-#: The newest migration's revision id; a test pins it to Alembic's own head. Comparing against it
-#: lets a server on a current schema start without importing Alembic (a few hundred ms here).
-SCHEMA_HEAD = "0006"
-
-
-def current_revisions(engine: Engine) -> set[str]:
-    """The revisions recorded in the database (empty for a new database)."""
-    with engine.connect() as conn:
-        if not inspect(conn).has_table("alembic_version"):
-            return set()
-        return {str(row[0]) for row in conn.execute(text("SELECT version_num FROM alembic_version"))}
-
-
-def _alembic_config() -> Any:
-    from alembic.config import Config
-
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    return config
-
-
-def upgrade_to_head(engine: Engine) -> None:
-    """Apply any pending Alembic migrations; returns quickly when the schema is current."""
-    if current_revisions(engine) == {SCHEMA_HEAD}:
-        return
-    from alembic import command
-
-    config = _alembic_config()
-    with engine.connect() as conn:
-        conn.execution_options(**{_WRITE_OPTION: True})
-        with conn.begin():
-            if conn.dialect.name == "postgresql":
-                conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _UPGRADE_LOCK_ID})
-            config.attributes["connection"] = conn
-            command.upgrade(config, "head")
