@@ -52,6 +52,13 @@ class CatalogSync:
 
     async def refresh_if_stale(self) -> bool:
         """Refresh when the registry has moved on since the snapshot; True when it did."""
+        if self._lock.locked():
+            # A refresh is under way (the poller's or another request's): the catalog may already
+            # carry the new revision while the versions are still being reconciled, so comparing
+            # revisions now would wrongly say "nothing new". Wait for it and look again.
+            async with self._lock:
+                pass
+            return True
         now = time.monotonic()
         if now - self._last_stale_check < _STALE_CHECK_INTERVAL:
             return False
