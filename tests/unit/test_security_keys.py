@@ -163,6 +163,32 @@ def test_a_revoked_key_is_refused_once_the_cache_reloads(registry: RegistryServi
     assert registry.list_keys(include_revoked=False) == []
 
 
+def test_a_repeat_caller_is_verified_from_memory_with_the_same_outcomes(registry: RegistryService) -> None:
+    record, plaintext = registry.create_key("predictor", ["w1"], expires_in=parse_duration("1h"))
+    assert record.expires_at is not None
+    clock = WallClock()
+    clock.now = record.expires_at.timestamp() - 10
+    cache = cache_of(registry, clock)
+    first = cache.verify(plaintext)
+    assert cache.verify(plaintext) is first  # the remembered principal
+    assert cache.drain_used() == {record.key_id}
+    assert cache.verify(plaintext) is first
+    assert cache.drain_used() == {record.key_id}, "a remembered key still counts as used"
+    wrong = plaintext[:-4] + ("AAAA" if not plaintext.endswith("AAAA") else "BBBB")
+    assert rejected(cache, wrong).reason == "wrong secret"
+    clock.now = record.expires_at.timestamp()
+    assert rejected(cache, plaintext).reason == "expired", "expiry is checked on every remembered hit"
+
+
+def test_the_memory_of_verified_keys_is_bounded(registry: RegistryService, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("ferryman.security.keys._MAX_VERIFIED", 2)
+    keys = [registry.create_key("viewer")[1] for _ in range(3)]
+    cache = cache_of(registry)
+    for plaintext in keys * 2:
+        assert cache.verify(plaintext).role.value == "viewer"
+    assert len(cache._verified) <= 2
+
+
 def test_a_leaked_key_can_be_revoked_by_pasting_it_and_bad_ids_are_not_echoed(registry: RegistryService) -> None:
     record, plaintext = registry.create_key("admin")
     assert registry.revoke_key(plaintext).revoked_at is not None
