@@ -18,10 +18,12 @@ import numpy as np
 from ferryman.errors import InvalidInput
 from ferryman.runtimes.base import RuntimeConfig
 from ferryman.runtimes.sklearn_forest import ForestKernel, forest_kernel
+from ferryman.runtimes.sklearn_linear import LinearKernel, linear_kernel
 from ferryman.tensors import Signature, TensorSpec, numpy_dtype
 
 __all__ = ["SklearnRuntime"]
 
+_PREDICT_ONLY = frozenset({"predict"})
 _CLASS_DATATYPES = {
     "i": "INT64",
     "u": "INT64",
@@ -46,6 +48,8 @@ class SklearnRuntime:
         self._argmax_classes: np.ndarray[Any, Any] | None = None
         #: Forests are evaluated tree by tree without joblib (bit-identical, several times faster).
         self._forest: ForestKernel | None = None
+        #: Linear classifiers' labels straight from their coefficients (identical, no per-call checks).
+        self._linear: LinearKernel | None = None
 
     def load(self, path: Path, config: RuntimeConfig) -> None:
         """Read the estimator; ``.skops`` files load without running pickled code."""
@@ -69,6 +73,7 @@ class SklearnRuntime:
         self._argmax_classes = classes if _predict_is_argmax_of_proba(model) else None
         kernel = forest_kernel(model)
         self._forest = kernel if kernel is None or not kernel.classifier or self._argmax_classes is not None else None
+        self._linear = linear_kernel(model)
 
     def signature(self) -> Signature:
         """Return the input and the outputs this runtime computes."""
@@ -84,6 +89,10 @@ class SklearnRuntime:
         """Run only the named declared outputs (``predict_proba`` costs as much again as ``predict``)."""
         if self._forest is not None:
             return self._forest_outputs(self._forest, inputs["input"], outputs)
+        if self._linear is not None and outputs == _PREDICT_ONLY:
+            values = self._linear.predict(inputs["input"])
+            want = numpy_dtype(self._signature.outputs[0].datatype)
+            return {"predict": values if values.dtype == want else values.astype(want)}
         features = self._frame(inputs["input"])
         results: dict[str, np.ndarray[Any, Any]] = {}
         proba = None
@@ -124,6 +133,7 @@ class SklearnRuntime:
         """Drop the estimator."""
         self._model = None
         self._forest = None
+        self._linear = None
 
     def _frame(self, features: np.ndarray[Any, Any]) -> Any:
         """Wrap the array in a DataFrame when the model was fitted on named columns."""
