@@ -7,7 +7,7 @@ LOCK := requirements/lock.txt
 DEMO_DIR := demo-models
 PORT ?= 8080
 
-.PHONY: demo test lint typecheck unit venv clean sysdeps supply-chain
+.PHONY: demo test lint typecheck unit venv clean sysdeps supply-chain bytecode
 
 # Debian packages the test suite runs for real (database servers, proxies, image tools). Installed by
 # `make test` when run as root; otherwise listed, and the tests that need them fail saying what is missing.
@@ -25,8 +25,13 @@ $(VENV)/.installed: pyproject.toml $(LOCK)
 	$(BIN)/pip install -q -c $(LOCK) -e ".[dev]"
 	touch $@
 
+## bytecode: compile the package's .pyc files, as a wheel install does (an editable install leaves it to
+## the first run, which never writes them under PYTHONDONTWRITEBYTECODE, so every start-up compiles)
+bytecode: venv
+	@$(BIN)/python -m compileall -q -j 0 src/ferryman
+
 ## demo: train the two demo models (once) and serve them on http://127.0.0.1:8080 (docs at /docs)
-demo: venv
+demo: venv bytecode
 	@$(BIN)/python examples/demo/train.py --out $(DEMO_DIR) --url http://127.0.0.1:$(PORT)
 	$(BIN)/ferryman serve --port $(PORT) $(DEMO_DIR)/iris.joblib $(DEMO_DIR)/breast-cancer.onnx
 
@@ -64,14 +69,14 @@ wrk:
 	  else echo "wrk is missing: run 'sudo apt-get install wrk'"; exit 1; fi; }
 
 ## bench: Ferryman vs TorchServe, MLServer, KServe and bare ASGI apps in one run (~25 min); writes docs/benchmarks.md
-bench: venv wrk
+bench: venv wrk bytecode
 	$(BIN)/python -m bench.run
 
 ## bench-shadow: what shadow traffic costs the primary's p99 at half of peak load (~3 min)
 bench-shadow: venv wrk
 	$(BIN)/python -m bench.shadow_overhead
 
-## bench-overhead: CPU per request with and without metrics scraping, monitoring and auth (alternating runs, ~12 min)
+## bench-overhead: CPU per request with and without metrics scraping, monitoring and auth (alternating runs, ~30 min)
 bench-overhead: venv wrk
 	$(BIN)/python -m bench.metrics_overhead
 	$(BIN)/python -m bench.monitoring_overhead

@@ -25,14 +25,17 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import Executor
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
-import httpx
 from prometheus_client.core import CounterMetricFamily, Metric
 
 from ferryman import __version__
 from ferryman.registry.core import utc_now
 from ferryman.registry.service import RegistryService
 from ferryman.registry.webhooks import Delivery
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["SIGNATURE_HEADER", "TIMESTAMP_HEADER", "WebhookDispatcher", "sign"]
 
@@ -90,7 +93,10 @@ class WebhookDispatcher:
         """Deliver until cancelled."""
         self._wake = asyncio.Event()
         loop = asyncio.get_running_loop()
-        async with httpx.AsyncClient(timeout=self._timeout_s, follow_redirects=False) as client:
+        # The HTTP client (and httpx's import) waits for the first delivery: most servers never send
+        # one, and start-up is faster without it.
+        client: httpx.AsyncClient | None = None
+        try:
             while True:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._poll_s)
@@ -102,13 +108,22 @@ class WebhookDispatcher:
                         )
                         if not claimed:
                             break
+                        if client is None:
+                            import httpx
+
+                            client = httpx.AsyncClient(timeout=self._timeout_s, follow_redirects=False)
                         await asyncio.gather(*(self._attempt(client, delivery) for delivery in claimed))
                         if len(claimed) < _BATCH:
                             break
                 except Exception:
                     logger.exception("webhook delivery round failed; retrying at the next one")
+        finally:
+            if client is not None:
+                await client.aclose()
 
     async def _attempt(self, client: httpx.AsyncClient, delivery: Delivery) -> None:
+        import httpx  # imported already: the client exists
+
         body = json.dumps(delivery.payload, separators=(",", ":")).encode()
         timestamp = str(int(time.time()))
         headers = {

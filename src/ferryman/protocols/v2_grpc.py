@@ -19,7 +19,6 @@ from functools import lru_cache
 from typing import Any
 
 import grpc
-from cryptography import x509
 
 from ferryman import __version__
 from ferryman.errors import FerrymanError, InvalidInput
@@ -47,6 +46,8 @@ _SERVED_VERSION = "x-ferryman-served-version"
 @lru_cache(maxsize=256)
 def _subject(pem: bytes) -> str:
     """A client certificate's subject (RFC 4514), as the HTTP side reads it."""
+    from cryptography import x509  # only mTLS calls read certificates
+
     return x509.load_pem_x509_certificate(pem).subject.rfc4514_string()
 
 

@@ -23,14 +23,12 @@ from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
-import jwt
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
-
 from ferryman.errors import InvalidInput, Unauthenticated
 from ferryman.security.permissions import Role, validate_model_scope
 from ferryman.security.principal import Principal
 
+# PyJWT and cryptography's key types are imported where a token or key is handled: a server
+# without an OIDC issuer never needs them, and start-up is faster without them.
 __all__ = ["OidcVerifier", "TokenRejected"]
 
 _RSA_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
@@ -54,6 +52,8 @@ class TokenRejected(Unauthenticated):
 
 
 def _algorithms_for(key: Any) -> tuple[str, ...]:
+    from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+
     if isinstance(key, rsa.RSAPublicKey):
         return _RSA_ALGORITHMS
     if isinstance(key, ec.EllipticCurvePublicKey):
@@ -64,6 +64,8 @@ def _algorithms_for(key: Any) -> tuple[str, ...]:
 
 
 def _load_public_key(value: str) -> Any:
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
     text = value if value.lstrip().startswith("-----BEGIN") else Path(value).read_text()
     try:
         return load_pem_public_key(text.encode())
@@ -140,6 +142,8 @@ class OidcVerifier:
         cached = self._verified.get(token)
         if cached is not None and cached[1] > self._clock():
             return cached[0]
+        import jwt
+
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -180,6 +184,8 @@ class OidcVerifier:
         """Fetch the issuer's JWKS now (at start, so the first request does not wait for it)."""
         if self._jwks_url is None:
             return
+        import jwt
+
         loop = asyncio.get_running_loop()
         self._last_fetch = time.monotonic()
         document = await loop.run_in_executor(executor, self._fetch, self._jwks_url)

@@ -19,13 +19,13 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
-from cryptography import x509
-from cryptography.x509.oid import NameOID
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ferryman.config import Settings
 from ferryman.errors import InvalidInput
 
+# cryptography's x509 (~70 ms to import) is imported where a certificate is read: only TLS
+# servers read any, and start-up is faster without it.
 __all__ = ["TlsHttpToolsProtocol", "common_name", "server_ssl_context", "tls_extension", "uvicorn_tls_options"]
 
 _TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
@@ -70,6 +70,9 @@ def uvicorn_tls_options(settings: Settings) -> dict[str, Any]:
 @lru_cache(maxsize=1024)
 def common_name(subject: str) -> str | None:
     """The CN of an RFC 4514 subject (``CN=alice,O=Example``); None when it has none or does not parse."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
     try:
         attributes = x509.Name.from_rfc4514_string(subject).get_attributes_for_oid(NameOID.COMMON_NAME)
     except ValueError:
@@ -89,6 +92,8 @@ def tls_extension(transport: asyncio.BaseTransport) -> dict[object, object] | No
     chain: list[str] = []
     name: str | None = None
     if der:
+        from cryptography import x509
+
         certificate = x509.load_der_x509_certificate(der)
         chain = [ssl.DER_cert_to_PEM_cert(der)]
         name = certificate.subject.rfc4514_string()
