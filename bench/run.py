@@ -3,7 +3,8 @@
 Sequence: peer venvs (``bench/peers/setup.py``, cached under ``$BENCH_DIR``) → models → the
 in-process ceiling → ``ferryman serve`` start-up with the two demo models → every server, one at a
 time: start on a free 127.0.0.1 port, wait for the first correct answer, warm up (wrk -c32), then
-``wrk -t1 --latency`` at c1, c32 (twice) and c128, check the answer again, stop (SIGTERM, then
+``wrk -t1 --latency`` at c1, c32 (twice) and c128, then open-loop at twice the peak of those four
+points (the overload point), check the answer again, stop (SIGTERM, then
 SIGKILL, by process group and by PID) and verify the ports are free. Results go to
 ``$BENCH_DIR/results/<stamp>/`` (JSON + CSV); ``bench/report.py`` renders them into
 ``docs/benchmarks.md`` (full runs) or prints them (``--quick``).
@@ -36,6 +37,10 @@ from bench.models import WORKLOADS, Request, build, label_of, request
 from bench.peers.setup import bench_dir, setup
 
 POINTS = (("c1", 1), ("c32 A", 32), ("c32 B", 32), ("c128", 128))
+#: The open-loop overload point: OVERLOAD_FACTOR times the closed-loop peak, over a pool of connections.
+OVERLOAD_POINT = report.OVERLOAD
+OVERLOAD_FACTOR = 2.0
+OVERLOAD_CONNECTIONS = 256
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -258,11 +263,13 @@ def measure_target(
         time.sleep(1)
         result["idle_rss_mb"] = rss_mb(server.tree())
         wrk_runner.run(base_url, req, script, 32, warmup)
-        for name, connections in POINTS:
+
+        def measure(name: str, connections: int, rate: float | None = None) -> dict[str, Any]:
             pids = server.tree()
             cpu_before, busy_before = cpu_seconds(pids), machine_busy_seconds()
             children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-            point = wrk_runner.run(base_url, req, script, connections, seconds)
+            point_script = script if rate is None else run_dir / f"request-{name.replace(' ', '-')}.lua"
+            point = wrk_runner.run(base_url, req, point_script, connections, seconds, rate)
             children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
             pids = server.tree()
             point["rss_mb"] = rss_mb(pids)
@@ -274,6 +281,8 @@ def measure_target(
             point["server_cores"] = server_cpu / elapsed
             point["wrk_cores"] = wrk_cpu / elapsed
             point["other_cores"] = max(0.0, (machine_busy_seconds() - busy_before - server_cpu - wrk_cpu) / elapsed)
+            if rate is not None:
+                point["offered_rps"] = rate
             result["points"][name] = point
             print(
                 f"   {name:6} {point['rps']:8.0f} req/s  p50 {point['p50_ms']:7.2f} ms  p99 {point['p99_ms']:8.2f} ms"
@@ -282,6 +291,14 @@ def measure_target(
                 f" other {point['other_cores']:.2f}",
                 flush=True,
             )
+            return point
+
+        for name, connections in POINTS:
+            measure(name, connections)
+        # Overload proper: twice the peak of the closed-loop points, offered on a fixed schedule
+        # (open loop), so that shedding can keep the admitted requests fast (bench/wrk.py).
+        peak = max(point["rps"] for point in result["points"].values())
+        measure(OVERLOAD_POINT, OVERLOAD_CONNECTIONS, OVERLOAD_FACTOR * peak)
         after = ask(base_url, req)
         if after != expected:
             result["errors"].append(f"wrong answer after the load: {after}, expected {expected}")

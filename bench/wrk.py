@@ -41,20 +41,58 @@ def _lua_string(data: bytes) -> str:
     return '"' + "".join(out) + '"'
 
 
-def lua_script(request: Request) -> str:
+# Open loop: requests leave on a fixed schedule (one every 1000/rate ms), whatever the answers do.
+# wrk is closed-loop per connection, so the schedule is kept by a pool of connections: each one,
+# when its answer arrives, claims the next free slot and waits for it (``delay``, wrk's own hook;
+# whole milliseconds, so a request leaves up to 1 ms early, the rate over a second is exact). When
+# every connection is busy the schedule slips and is caught up later; the achieved rate is reported.
+# LuaJIT's ffi reads CLOCK_MONOTONIC (os.clock is CPU time). The first request on each connection
+# leaves at once (wrk does not ask ``delay`` for it): a burst as large as the pool at the start.
+_OPEN_LOOP = r"""
+local ffi = require("ffi")
+ffi.cdef[[
+typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
+int clock_gettime(int clk_id, bench_timespec *tp);
+]]
+local now_ts = ffi.new("bench_timespec")
+local function now_ms()
+  ffi.C.clock_gettime(1, now_ts)
+  return tonumber(now_ts.tv_sec) * 1000 + tonumber(now_ts.tv_nsec) / 1e6
+end
+local next_slot = nil
+function delay()
+  local now = now_ms()
+  if next_slot == nil then next_slot = now end
+  next_slot = next_slot + INTERVAL_MS
+  local wait = next_slot - now
+  if wait < 0 then return 0 end
+  return wait
+end
+"""
+
+
+def lua_script(request: Request, rate: float | None = None) -> str:
+    """The wrk script for ``request``; with ``rate`` (req/s), an open-loop schedule (see ``_OPEN_LOOP``)."""
     lines = ['wrk.method = "POST"', f"wrk.body = {_lua_string(request.body)}"]
     lines += [f'wrk.headers["{name}"] = {_lua_string(value.encode())}' for name, value in request.headers.items()]
-    return "\n".join(lines) + "\n" + _DONE
+    schedule = "" if rate is None else _OPEN_LOOP.replace("INTERVAL_MS", repr(1000.0 / rate))
+    return "\n".join(lines) + "\n" + schedule + _DONE
 
 
 def available() -> bool:
     return shutil.which("wrk") is not None
 
 
-def run(base_url: str, request: Request, script: Path, connections: int, seconds: float) -> dict[str, float]:
-    """One wrk run; returns req/s, 2xx req/s, p50/p99 (ms), admitted p99, non-2xx and socket errors."""
+def run(
+    base_url: str, request: Request, script: Path, connections: int, seconds: float, rate: float | None = None
+) -> dict[str, float]:
+    """One wrk run; returns req/s, 2xx req/s, p50/p99 (ms), admitted p99, non-2xx and socket errors.
+
+    With ``rate`` the load is open-loop at that many requests per second, ``connections`` being the
+    pool that carries it (``script`` must then be a fresh path per rate).
+    """
     if not script.is_file():
-        script.write_text(lua_script(request))
+        script.write_text(lua_script(request, rate))
     if not base_url.startswith("http://127.0.0.1:"):
         raise ValueError(f"load tests target 127.0.0.1 only, not {base_url}")
     command = [
