@@ -299,6 +299,9 @@ def measure_target(
         # (open loop), so that shedding can keep the admitted requests fast (bench/wrk.py).
         peak = max(point["rps"] for point in result["points"].values())
         measure(OVERLOAD_POINT, OVERLOAD_CONNECTIONS, OVERLOAD_FACTOR * peak)
+        # A server may still be working off the overload's backlog (TorchServe answers 503 for a
+        # while): give it up to 30 s to answer again before calling the check failed.
+        wait_ready(server, base_url, req, expected, limit=30)  # raises on a wrong answer, or none in 30 s
         after = ask(base_url, req)
         if after != expected:
             result["errors"].append(f"wrong answer after the load: {after}, expected {expected}")
